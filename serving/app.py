@@ -1,0 +1,182 @@
+"""The Ray Serve application: one ingress (HTTP + gRPC) in front of one encoder deployment
+per model. `build_app` is the import path for `serve run` and the Helm chart."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from ray import serve
+from ray.serve.config import BackpressureConfig
+from ray.serve.handle import DeploymentHandle
+
+from models.artifacts import ModelArtifacts
+from models.encoder import EncodeStats, Encoder
+from models.specs import resolve_model
+from serving import grpc_api
+from serving.cache import build_cache
+from serving.frontend import Frontend
+from serving.http_api import build_http_app
+from serving.metrics import EncoderMetrics, IngressMetrics
+from serving.pipeline import ModelRuntime, Pipeline
+from serving.settings import Settings
+
+
+def batch_tokens(items: list[list[np.ndarray]]) -> int:
+    """@serve.batch's size of a batch: its real tokens, not its request count."""
+    return sum(len(s) for seqs in items for s in seqs)
+
+
+def split_results(vectors: np.ndarray, items: list[list[np.ndarray]], info: dict) -> list[tuple[np.ndarray, dict]]:
+    """One batched result back into one answer per call, in call order."""
+    out, start = [], 0
+    for seqs in items:
+        out.append((vectors[start : start + len(seqs)], info))
+        start += len(seqs)
+    return out
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, health_check_period_s=5)
+class EncoderReplica:
+    """Runs one model. Calls arriving together are batched by tokens, then planned into
+    length-sorted ONNX Runtime runs."""
+
+    def __init__(self, model: str, settings: dict):
+        s = Settings(**settings)
+        spec = resolve_model(model)
+        self.encoder = Encoder(
+            spec,
+            ModelArtifacts.load(s.artifact_dir, spec),
+            variant=s.variant,
+            providers=s.providers,
+            intra_op_threads=s.intra_op_threads,
+            max_batch_size=s.max_batch_size,
+            max_batch_tokens=s.max_batch_tokens,
+        )
+        # One inference at a time per replica; ORT parallelizes inside the run.
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
+        self.metrics = EncoderMetrics(spec.id)
+        self.reconfigure(
+            {"max_batch_tokens": s.max_batch_tokens, "max_batch_size": s.max_batch_size,
+             "batch_wait_timeout_ms": s.batch_wait_timeout_ms}
+        )
+
+    def reconfigure(self, config: dict) -> None:
+        """Batch size, token budget and wait time, retunable live through user_config."""
+        if "max_batch_size" in config:
+            self.encoder.max_batch_size = int(config["max_batch_size"])
+        if "max_batch_tokens" in config:
+            self.encoder.max_batch_tokens = int(config["max_batch_tokens"])
+            # A scheduling round gathers up to a few ORT runs' worth of tokens.
+            self._batched.set_max_batch_size(4 * self.encoder.max_batch_tokens)
+        if "batch_wait_timeout_ms" in config:
+            self._batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_ms"]) / 1000)
+
+    async def encode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, dict]:
+        return await self._batched(seqs)
+
+    @serve.batch(max_batch_size=32768, batch_wait_timeout_s=0.005, batch_size_fn=batch_tokens)
+    async def _batched(self, items: list[list[np.ndarray]]) -> list[tuple[np.ndarray, dict]]:
+        flat = [s for seqs in items for s in seqs]
+        stats = EncodeStats()
+        loop = asyncio.get_running_loop()
+        vectors = await loop.run_in_executor(self.pool, self.encoder.encode_ids, flat, stats)
+        self.metrics.record(stats)
+        info = {"inference_s": stats.inference_s, "batch_texts": len(flat), "batch_calls": len(items)}
+        return split_results(vectors, items, info)
+
+    def check_health(self) -> None:
+        self.encoder.encode_ids(self.encoder.tokenize(["ok"]))
+
+
+class _Replica:
+    """The ingress replica of this process (each Ray replica is its own process)."""
+
+    frontend: Frontend | None = None
+
+
+http_app = build_http_app(lambda: _Replica.frontend)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.ingress(http_app)
+class Ingress:
+    def __init__(self, encoders: dict[str, DeploymentHandle], settings: dict):
+        s = Settings(**settings)
+        self.encoders = encoders
+        runtimes = {}
+        for name in s.models:
+            spec = resolve_model(name)
+            runtimes[spec.key] = ModelRuntime.load(spec, ModelArtifacts.load(s.artifact_dir, spec), s.variant)
+        cache = build_cache(
+            s.cache,
+            s.redis_url.get_secret_value() if s.redis_url else None,
+            ttl_s=s.cache_ttl_s,
+            max_bytes=s.cache_max_bytes,
+            timeout_s=s.cache_timeout_ms / 1000,
+        )
+        pipeline = Pipeline(
+            runtimes,
+            self._encode,
+            cache,
+            max_inputs=s.max_inputs,
+            chunk_size=s.chunk_size,
+            max_chunk_tokens=s.max_batch_tokens,
+            max_in_flight=s.max_ongoing_requests,
+            retry_after_s=s.retry_after_s,
+        )
+        self.frontend = Frontend(pipeline, s.api_key_set(), s.max_payload_bytes, probe=self._probe)
+        self.metrics = IngressMetrics()
+        self.timeout_s = s.request_timeout_s
+        _Replica.frontend = self.frontend
+
+    async def _encode(self, key: str, seqs: list[np.ndarray]) -> tuple[np.ndarray, dict]:
+        return await asyncio.wait_for(self.encoders[key].encode.remote(seqs), self.timeout_s)
+
+    async def _probe(self, key: str) -> bool:
+        vectors, _ = await self.encoders[key].encode.remote([np.array([0], dtype=np.int64)])
+        return vectors.shape[0] == 1
+
+    # ---- gRPC: embedserve.v1.EmbeddingService ---------------------------------------------
+    async def Embed(self, request, grpc_context):  # noqa: N802 (the RPC's name)
+        return await grpc_api.embed(self.frontend, request, grpc_context)
+
+    async def EmbedStream(self, request, grpc_context):  # noqa: N802
+        async for response in grpc_api.embed_stream(self.frontend, request, grpc_context):
+            yield response
+
+    def ListModels(self, request, grpc_context):  # noqa: N802
+        return grpc_api.list_models(self.frontend, grpc_context)
+
+    # ---- gRPC: grpc.health.v1.Health, for Kubernetes probes ----------------------------------
+    async def Check(self, request):  # noqa: N802
+        return await grpc_api.health_check(self.frontend)
+
+
+def deployment_name(model_key: str) -> str:
+    return f"Encoder_{model_key}"
+
+
+def build_app(args: dict | None = None, settings: Settings | None = None) -> serve.Application:
+    """The application. `args` (from a Serve config) override EMBEDSERVE_* env vars."""
+    s = settings or Settings(**(args or {}))
+    wire = s.model_dump(mode="json")
+    for secret in ("redis_url", "api_keys"):
+        value = getattr(s, secret)
+        wire[secret] = value.get_secret_value() if value is not None else None
+    encoders = {}
+    for name in s.models:
+        spec = resolve_model(name)
+        encoders[spec.key] = EncoderReplica.options(
+            name=deployment_name(spec.key),
+            num_replicas=s.encoder_replicas,
+            max_ongoing_requests=s.encoder_max_ongoing_requests,
+            ray_actor_options={"num_cpus": s.encoder_num_cpus, "num_gpus": s.encoder_num_gpus},
+        ).bind(spec.id, wire)
+    return Ingress.options(
+        num_replicas=s.ingress_replicas,
+        max_ongoing_requests=s.max_ongoing_requests * 2,
+        max_queued_requests=s.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=429, retry_after_s=s.retry_after_s),
+    ).bind(encoders, wire)

@@ -1,0 +1,72 @@
+"""What both ingresses share beyond the pipeline: model descriptions, readiness, stats, keys."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from models.errors import NotReady
+from serving.auth import check_bearer
+from serving.pipeline import ModelRuntime, Pipeline
+
+INT8_RULE = "q = clip(round(x * 127 / scale), -127, 127) on the unit vector of the requested dimensions; x ~= q * scale / 127; uint8 = q + 128"
+
+
+def describe_model(rt: ModelRuntime) -> dict:
+    spec = rt.spec
+    return {
+        "id": spec.id,
+        "aliases": list(spec.aliases),
+        "dimension": spec.dimension,
+        "max_input_tokens": spec.max_seq_length,
+        "matryoshka_dimensions": "any" if spec.matryoshka_dims is None else list(spec.matryoshka_dims),
+        "matryoshka_trained": spec.matryoshka_trained,
+        "variant": rt.variant,
+        "int8_scale_rule": INT8_RULE,
+        "int8_scales": [{"dimensions": d, "scale": s} for d, s in sorted(rt.artifacts.int8_scales.items())],
+        "quality": rt.artifacts.quality,
+    }
+
+
+@dataclass
+class Frontend:
+    pipeline: Pipeline
+    api_keys: frozenset[str] = frozenset()
+    max_payload_bytes: int = 8 << 20
+    # Probes one model's encoders end to end; True when they answered.
+    probe: Callable[[str], Awaitable[bool]] | None = None
+    ready_ttl_s: float = 2.0
+    _ready_cache: dict = field(default_factory=dict)
+
+    def authenticate(self, header: str | None) -> None:
+        check_bearer(self.api_keys, header)
+
+    def models(self) -> list[dict]:
+        return [describe_model(rt) for rt in self.pipeline.runtimes.values()]
+
+    async def readiness(self) -> dict[str, bool]:
+        """Every model loaded and answering (probed at most every `ready_ttl_s`)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._ready_cache and now - self._ready_cache["at"] < self.ready_ttl_s:
+            return self._ready_cache["state"]
+        state = {}
+        for key, rt in self.pipeline.runtimes.items():
+            try:
+                state[rt.spec.id] = bool(self.probe and await asyncio.wait_for(self.probe(key), 10))
+            except Exception:  # a probe that fails says "not ready", never raises
+                state[rt.spec.id] = False
+        self._ready_cache = {"at": now, "state": state}
+        return state
+
+    async def require_ready(self) -> dict[str, bool]:
+        state = await self.readiness()
+        if not all(state.values()):
+            missing = ", ".join(m for m, ok in state.items() if not ok)
+            raise NotReady(f"Not ready: {missing} not answering yet.")
+        return state
+
+    def stats(self) -> dict:
+        cache = self.pipeline.cache.stats()
+        return {"in_flight": self.pipeline.admission.in_flight, "cache": cache}

@@ -1,0 +1,155 @@
+"""The gRPC API (embedserve.v1.EmbeddingService): translates protobuf into the core's
+EmbedJob and back. The same pipeline and validation as HTTP; errors mapped once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+import numpy as np
+from grpc_health.v1 import health_pb2
+
+from models.errors import EmbedError
+from models.postprocess import EncodingFormat, OutputOptions
+from models.tokenizer import Truncate
+from serving.errors import as_embed_error, grpc_code
+from serving.frontend import Frontend
+from serving.grpc_gen import embedding_pb2 as pb
+from serving.pipeline import EmbedJob, EmbedOutcome
+
+FORMATS = {
+    pb.ENCODING_FORMAT_UNSPECIFIED: EncodingFormat.FLOAT,
+    pb.ENCODING_FORMAT_FLOAT: EncodingFormat.FLOAT,
+    pb.ENCODING_FORMAT_INT8: EncodingFormat.INT8,
+    pb.ENCODING_FORMAT_UINT8: EncodingFormat.UINT8,
+    pb.ENCODING_FORMAT_BINARY: EncodingFormat.BINARY,
+    pb.ENCODING_FORMAT_UBINARY: EncodingFormat.UBINARY,
+}
+TRUNCATE = {
+    pb.TRUNCATE_UNSPECIFIED: Truncate.END,
+    pb.TRUNCATE_END: Truncate.END,
+    pb.TRUNCATE_START: Truncate.START,
+    pb.TRUNCATE_NONE: Truncate.NONE,
+}
+STREAM_CHUNK = 256
+STREAM_PARALLEL = 4
+
+
+def job_from_proto(req: pb.EmbedRequest, texts: list[str] | None = None) -> EmbedJob:
+    from models.errors import InvalidOption
+
+    fmt = FORMATS.get(req.encoding_format)
+    if fmt is None:
+        raise InvalidOption(f"unknown encoding_format {req.encoding_format}.", param="encoding_format")
+    truncate = TRUNCATE.get(req.truncate)
+    if truncate is None:
+        raise InvalidOption(f"unknown truncate {req.truncate}.", param="truncate")
+    opts = OutputOptions(
+        req.dimensions if req.HasField("dimensions") else None,
+        fmt,
+        req.normalize if req.HasField("normalize") else True,
+    )
+    return EmbedJob(req.model, list(req.texts) if texts is None else texts, None, opts, truncate)
+
+
+def to_proto(outcome: EmbedOutcome, fmt: EncodingFormat, offset: int = 0) -> pb.EmbedResponse:
+    vectors = outcome.vectors
+    if fmt is EncodingFormat.FLOAT:
+        data = [pb.Embedding(index=offset + i, values=row) for i, row in enumerate(vectors)]
+    else:
+        data = [pb.Embedding(index=offset + i, quantized=np.asarray(row).tobytes()) for i, row in enumerate(vectors)]
+    usage = pb.Usage(prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens)
+    return pb.EmbedResponse(data=data, model=outcome.model_id, usage=usage)
+
+
+def _metadata(context) -> dict[str, str]:
+    return {k.lower(): v for k, v in (context.invocation_metadata() or [])}
+
+
+def fail(context, err: EmbedError):
+    context.set_code(grpc_code(err))
+    context.set_details(err.message)
+    if getattr(err, "retry_after_s", None) is not None:
+        context.set_trailing_metadata([("retry-after", str(int(max(1, err.retry_after_s))))])
+
+
+def timing_metadata(outcome: EmbedOutcome) -> list[tuple[str, str]]:
+    return [(f"x-{k}-time", f"{v * 1000:.2f}") for k, v in outcome.timings.items()]
+
+
+async def embed(fe: Frontend, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+    try:
+        fe.authenticate(_metadata(context).get("authorization"))
+        job = job_from_proto(request)
+        outcome = await fe.pipeline.embed(job)
+    except Exception as exc:
+        fail(context, as_embed_error(exc))
+        return pb.EmbedResponse()
+    context.set_trailing_metadata(timing_metadata(outcome))
+    return to_proto(outcome, job.options.encoding_format)
+
+
+async def embed_stream(fe: Frontend, request: pb.EmbedRequest, context) -> AsyncIterator[pb.EmbedResponse]:
+    """Any number of texts, answered in chunks as they finish (each embedding has its index)."""
+    try:
+        fe.authenticate(_metadata(context).get("authorization"))
+        texts = list(request.texts)
+        size = request.chunk_size or STREAM_CHUNK
+        jobs = [(i, job_from_proto(request, texts[i : i + size])) for i in range(0, len(texts), size)]
+        if not jobs:
+            job_from_proto(request, [])  # validates the options
+            fe.pipeline.check_count(EmbedJob(request.model, []))
+        gate = asyncio.Semaphore(STREAM_PARALLEL)
+
+        async def run(offset: int, job: EmbedJob) -> pb.EmbedResponse:
+            async with gate:
+                return to_proto(await fe.pipeline.embed(job), job.options.encoding_format, offset)
+
+        for next_done in asyncio.as_completed([run(o, j) for o, j in jobs]):
+            yield await next_done
+    except Exception as exc:
+        fail(context, as_embed_error(exc))
+
+
+def list_models(fe: Frontend, context) -> pb.ListModelsResponse:
+    try:
+        fe.authenticate(_metadata(context).get("authorization"))
+    except EmbedError as err:
+        fail(context, err)
+        return pb.ListModelsResponse()
+    models = []
+    for m in fe.models():
+        any_size = m["matryoshka_dimensions"] == "any"
+        models.append(
+            pb.ModelInfo(
+                id=m["id"],
+                aliases=m["aliases"],
+                dimension=m["dimension"],
+                max_input_tokens=m["max_input_tokens"],
+                matryoshka_dimensions=[] if any_size else m["matryoshka_dimensions"],
+                matryoshka_any=any_size,
+                matryoshka_trained=m["matryoshka_trained"],
+                int8_scales=[pb.Int8Scale(dimensions=s["dimensions"], scale=s["scale"]) for s in m["int8_scales"]],
+                quality=[pb.QualityFigure(option=k, top10_kept=v) for k, v in _flat_quality(m["quality"])],
+            )
+        )
+    return pb.ListModelsResponse(models=models)
+
+
+def _flat_quality(quality: dict) -> list[tuple[str, float]]:
+    """The manifest's quality table as (option, share kept) pairs."""
+    out = []
+    for key, value in quality.items():
+        if isinstance(value, (int, float)):
+            out.append((key, float(value)))
+        elif isinstance(value, dict) and "top10_kept" in value:
+            out.append((key, float(value["top10_kept"])))
+    return out
+
+
+async def health_check(fe: Frontend) -> health_pb2.HealthCheckResponse:
+    """grpc.health.v1 Check, for Kubernetes gRPC probes: SERVING once every model answers."""
+    state = await fe.readiness()
+    serving = bool(state) and all(state.values())
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    return health_pb2.HealthCheckResponse(status=status)

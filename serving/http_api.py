@@ -1,0 +1,216 @@
+"""The OpenAI-compatible HTTP API: translates JSON into the core's EmbedJob and back."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.errors import EmbedError, InvalidInput, PayloadTooLarge
+from models.postprocess import EncodingFormat, OutputOptions, parse_format
+from models.tokenizer import Truncate
+from serving.errors import as_embed_error, error_body, http_status
+from serving.frontend import Frontend
+from serving.pipeline import EmbedJob, EmbedOutcome
+from serving.protocol import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorResponse,
+    ModelList,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+
+ERRORS = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in [
+        (400, "Invalid input or option"),
+        (401, "Missing or wrong API key"),
+        (404, "Unknown model"),
+        (413, "Payload too large"),
+        (429, "Overloaded: retry after Retry-After seconds"),
+        (503, "Not ready"),
+    ]
+}
+
+
+def job_from_request(req: EmbeddingRequest) -> EmbedJob:
+    inp = req.input
+    texts = token_ids = None
+    if isinstance(inp, str):
+        texts = [inp]
+    elif not inp:
+        raise InvalidInput("input must not be empty.", param="input")
+    elif isinstance(inp[0], str):
+        texts = list(inp)
+    elif isinstance(inp[0], int):
+        token_ids = [list(inp)]
+    else:
+        token_ids = [list(x) for x in inp]
+    opts = OutputOptions(req.dimensions, parse_format(req.encoding_format), req.normalize)
+    return EmbedJob(req.model, texts, token_ids, opts, Truncate.parse(req.truncate))
+
+
+def render(outcome: EmbedOutcome, fmt: EncodingFormat) -> bytes:
+    """The response body, serialized once (no pydantic round trip on the hot path)."""
+    vectors = outcome.vectors if fmt is EncodingFormat.BASE64 else outcome.vectors.tolist()
+    body = {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+        "model": outcome.model_id,
+        "usage": {"prompt_tokens": outcome.prompt_tokens, "total_tokens": outcome.prompt_tokens},
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def timing_headers(outcome: EmbedOutcome) -> dict[str, str]:
+    t = outcome.timings
+    ms = lambda s: f"{s * 1000:.2f}"  # noqa: E731
+    return {
+        "x-tokenize-time": ms(t.get("tokenize", 0)),
+        "x-cache-time": ms(t.get("cache", 0)),
+        "x-queue-time": ms(t.get("queue", 0)),
+        "x-inference-time": ms(t.get("inference", 0)),
+        "x-postprocess-time": ms(t.get("postprocess", 0)),
+        "x-total-time": ms(t.get("total", 0)),
+        "x-cache-hits": str(outcome.cache_hits),
+    }
+
+
+def error_response(err: EmbedError) -> JSONResponse:
+    headers = {}
+    if getattr(err, "retry_after_s", None) is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+    return JSONResponse(error_body(err), status_code=http_status(err), headers=headers)
+
+
+async def read_json(request: Request, limit: int) -> object:
+    """The body as JSON, bounded in size; malformed or absurdly nested JSON is a 400."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"The request body is not valid JSON: {str(exc)[:200]}") from None
+
+
+def parse_body(model, obj: object):
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int) or p == first["loc"][0])
+        param = str(first["loc"][0]) if first["loc"] else None
+        raise InvalidInput(f"Invalid '{loc or 'body'}': {first['msg']}.", param=param) from None
+
+
+def openapi_body(model) -> dict:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
+    """The FastAPI app; `frontend` returns the replica's Frontend when a request arrives."""
+    app = FastAPI(
+        title="embedserve",
+        version="0.1.0",
+        description="OpenAI-compatible text embeddings on ONNX Runtime and Ray Serve.",
+    )
+
+    @app.exception_handler(EmbedError)
+    async def _embed_error(_: Request, exc: EmbedError):
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        return error_response(InvalidInput(f"Invalid request: {first['msg']}.", param=None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        err = EmbedError(str(exc.detail))
+        err.code = "not_found" if exc.status_code == 404 else "invalid_request"
+        return JSONResponse(error_body(err), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception):
+        return error_response(as_embed_error(exc))
+
+    async def authorized(request: Request) -> Frontend:
+        fe = frontend()
+        fe.authenticate(request.headers.get("authorization"))
+        return fe
+
+    @app.post(
+        "/v1/embeddings",
+        response_model=EmbeddingResponse,
+        responses=ERRORS,
+        openapi_extra=openapi_body(EmbeddingRequest),
+        summary="Create embeddings (OpenAI-compatible)",
+    )
+    async def embeddings(request: Request) -> Response:
+        fe = await authorized(request)
+        req = parse_body(EmbeddingRequest, await read_json(request, fe.max_payload_bytes))
+        job = job_from_request(req)
+        try:
+            outcome = await fe.pipeline.embed(job)
+        except Exception as exc:  # Ray's errors become core errors here, once
+            raise as_embed_error(exc) from None
+        return Response(
+            render(outcome, job.options.encoding_format),
+            media_type="application/json",
+            headers=timing_headers(outcome),
+        )
+
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List served models")
+    async def models(request: Request):
+        fe = await authorized(request)
+        cards = [{"object": "model", "created": 0, "owned_by": "embedserve", **m} for m in fe.models()]
+        return {"object": "list", "data": cards}
+
+    @app.post(
+        "/tokenize",
+        response_model=TokenizeResponse,
+        responses=ERRORS,
+        openapi_extra=openapi_body(TokenizeRequest),
+        summary="Token ids and counts, as the model sees them",
+    )
+    async def tokenize(request: Request):
+        fe = await authorized(request)
+        req = parse_body(TokenizeRequest, await read_json(request, fe.max_payload_bytes))
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        rt = fe.pipeline.runtime(req.model)
+        fe.pipeline.check_count(EmbedJob(req.model, texts))
+        seqs = rt.tokenizer.encode(texts)
+        return {"model": rt.spec.id, "tokens": [s.tolist() for s in seqs], "counts": [len(s) for s in seqs]}
+
+    @app.get("/health", summary="Alive")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: ERRORS[503]}, summary="Every model loaded and answering")
+    async def ready():
+        return {"status": "ready", "models": await frontend().require_ready()}
+
+    @app.get("/stats", responses=ERRORS, summary="Cache hit ratio and requests in flight")
+    async def stats(request: Request):
+        fe = await authorized(request)
+        return fe.stats()
+
+    return app

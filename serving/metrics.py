@@ -1,0 +1,65 @@
+"""Prometheus metrics on Ray's metrics endpoint (port 8080 on each node).
+
+| name | kind | tags |
+|---|---|---|
+| embedserve_requests_total | counter | model, transport, status |
+| embedserve_texts_total | counter | model |
+| embedserve_tokens_total | counter | model |
+| embedserve_cache_hits_total / embedserve_cache_misses_total | counter | model |
+| embedserve_stage_seconds | histogram | model, stage (tokenize, cache, queue, inference, postprocess, total) |
+| embedserve_batch_size | histogram | model (texts per ONNX Runtime run) |
+| embedserve_batch_padded_tokens | histogram | model |
+"""
+
+from __future__ import annotations
+
+from ray.serve import metrics
+
+STAGE_BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+BATCH_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+TOKEN_BOUNDS = [64, 256, 1024, 2048, 4096, 8192, 16384, 32768]
+
+
+class IngressMetrics:
+    def __init__(self):
+        self.requests = metrics.Counter(
+            "embedserve_requests_total", "Requests by outcome.", tag_keys=("model", "transport", "status")
+        )
+        self.texts = metrics.Counter("embedserve_texts_total", "Texts embedded.", tag_keys=("model",))
+        self.tokens = metrics.Counter("embedserve_tokens_total", "Prompt tokens.", tag_keys=("model",))
+        self.hits = metrics.Counter("embedserve_cache_hits_total", "Cache hits.", tag_keys=("model",))
+        self.misses = metrics.Counter("embedserve_cache_misses_total", "Cache misses.", tag_keys=("model",))
+        self.stages = metrics.Histogram(
+            "embedserve_stage_seconds", "Time per pipeline stage.", boundaries=STAGE_BOUNDS, tag_keys=("model", "stage")
+        )
+
+    def record(self, model: str, transport: str, outcome=None, status: str = "ok", count: int = 0):
+        self.requests.inc(tags={"model": model, "transport": transport, "status": status})
+        if outcome is None:
+            return
+        tags = {"model": model}
+        self.texts.inc(count, tags=tags)
+        self.tokens.inc(outcome.prompt_tokens, tags=tags)
+        if outcome.cache_hits:
+            self.hits.inc(outcome.cache_hits, tags=tags)
+        if count - outcome.cache_hits:
+            self.misses.inc(count - outcome.cache_hits, tags=tags)
+        for stage, seconds in outcome.timings.items():
+            self.stages.observe(seconds, tags={"model": model, "stage": stage})
+
+
+class EncoderMetrics:
+    def __init__(self, model: str):
+        self.tags = {"model": model}
+        self.batch_size = metrics.Histogram(
+            "embedserve_batch_size", "Texts per ONNX Runtime run.", boundaries=BATCH_BOUNDS, tag_keys=("model",)
+        )
+        self.padded = metrics.Histogram(
+            "embedserve_batch_padded_tokens", "Padded tokens per run.", boundaries=TOKEN_BOUNDS, tag_keys=("model",)
+        )
+
+    def record(self, stats):
+        for size in stats.batch_sizes:
+            self.batch_size.observe(size, tags=self.tags)
+        if stats.batches:
+            self.padded.observe(stats.padded_tokens / stats.batches, tags=self.tags)

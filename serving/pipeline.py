@@ -1,0 +1,218 @@
+"""The one request pipeline both transports call:
+
+validate -> tokenize -> cache lookup (one MGET) -> misses to the encoders in length-sorted
+chunks -> cache write (background) -> merge in input order -> post-process.
+
+It knows nothing of HTTP, gRPC or Ray: encoders are reached through an async `EncodeFn`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import numpy as np
+
+from models.artifacts import ModelArtifacts
+from models.batching import plan_batches
+from models.errors import InvalidInput, ModelNotFound, Overloaded, TooManyInputs
+from models.postprocess import OutputOptions, postprocess, validate_options
+from models.specs import ModelSpec, resolve_model
+from models.tokenizer import TextTokenizer, Truncate
+from serving.cache import EmbeddingCache, KeySpace
+
+# (model key, token id arrays) -> (pooled vectors, {"inference_s": ..., "batch_size": ...})
+EncodeFn = Callable[[str, list[np.ndarray]], Awaitable[tuple[np.ndarray, dict]]]
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """The internal request both ingresses build."""
+
+    model: str
+    texts: list[str] | None = None
+    token_ids: list[list[int]] | None = None
+    options: OutputOptions = OutputOptions()
+    truncate: Truncate = Truncate.END
+
+    @property
+    def count(self) -> int:
+        return len(self.texts if self.texts is not None else self.token_ids or [])
+
+
+@dataclass
+class EmbedOutcome:
+    model_id: str
+    vectors: np.ndarray | list[str]
+    prompt_tokens: int
+    cache_hits: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+@dataclass
+class ModelRuntime:
+    """What the ingress holds per served model: spec, tokenizer, scales and cache key space."""
+
+    spec: ModelSpec
+    artifacts: ModelArtifacts
+    variant: str
+    tokenizer: TextTokenizer
+
+    @classmethod
+    def load(cls, spec: ModelSpec, artifacts: ModelArtifacts, variant: str) -> "ModelRuntime":
+        artifacts.variant(variant)  # raises if that variant was not exported
+        return cls(spec, artifacts, variant, TextTokenizer(artifacts.tokenizer_path, spec))
+
+    def keyspace(self, truncate: Truncate) -> KeySpace:
+        side = "start" if truncate is Truncate.START else "end"
+        return KeySpace(
+            model_id=self.spec.id,
+            revision=self.artifacts.checksum(self.variant),
+            variant=self.variant,
+            pooling=self.spec.pooling,
+            normalize=False,  # the cache holds pooled vectors; normalization comes after
+            max_length=self.spec.max_seq_length,
+            truncation_side=side,
+            prompt="",
+        )
+
+
+class Admission:
+    """A bounded number of requests in flight; past it, refuse at once (never queue)."""
+
+    def __init__(self, limit: int, retry_after_s: float):
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.in_flight = 0
+
+    def __enter__(self):
+        if self.in_flight >= self.limit:
+            raise Overloaded(
+                f"The server is at capacity ({self.limit} requests in flight). Retry shortly.",
+                retry_after_s=self.retry_after_s,
+            )
+        self.in_flight += 1
+        return self
+
+    def __exit__(self, *exc):
+        self.in_flight -= 1
+
+
+class Pipeline:
+    def __init__(
+        self,
+        runtimes: dict[str, ModelRuntime],
+        encode: EncodeFn,
+        cache: EmbeddingCache,
+        *,
+        max_inputs: int = 2048,
+        chunk_size: int = 64,
+        max_chunk_tokens: int = 8192,
+        max_in_flight: int = 128,
+        retry_after_s: float = 1.0,
+    ):
+        self.runtimes = runtimes
+        self.encode = encode
+        self.cache = cache
+        self.max_inputs = max_inputs
+        self.chunk_size = chunk_size
+        self.max_chunk_tokens = max_chunk_tokens
+        self.admission = Admission(max_in_flight, retry_after_s)
+
+    def runtime(self, model: str) -> ModelRuntime:
+        spec = resolve_model(model)
+        rt = self.runtimes.get(spec.key)
+        if rt is None:
+            served = ", ".join(r.spec.id for r in self.runtimes.values())
+            raise ModelNotFound(
+                f"The model '{model}' is not served here. Served models: {served}.", param="model"
+            )
+        return rt
+
+    def check_count(self, job: EmbedJob) -> None:
+        if job.count == 0:
+            raise InvalidInput("input must not be empty.", param="input")
+        if job.count > self.max_inputs:
+            raise TooManyInputs(
+                f"input has {job.count} items; at most {self.max_inputs} are allowed per request.",
+                param="input",
+            )
+        if job.texts is not None:
+            for i, t in enumerate(job.texts):
+                if not t:
+                    raise InvalidInput(f"input[{i}] is an empty string.", param="input")
+
+    async def tokenize(self, rt: ModelRuntime, job: EmbedJob) -> list[np.ndarray]:
+        if job.texts is not None:
+            if len(job.texts) <= 8:
+                return rt.tokenizer.encode(job.texts, job.truncate)
+            return await asyncio.to_thread(rt.tokenizer.encode, job.texts, job.truncate)
+        return rt.tokenizer.encode_ids(job.token_ids, job.truncate)
+
+    async def embed(self, job: EmbedJob) -> EmbedOutcome:
+        with self.admission:
+            return await self._embed(job)
+
+    async def _embed(self, job: EmbedJob) -> EmbedOutcome:
+        t0 = time.perf_counter()
+        rt = self.runtime(job.model)
+        validate_options(rt.spec, job.options)
+        self.check_count(job)
+        seqs = await self.tokenize(rt, job)
+        t1 = time.perf_counter()
+
+        pooled, hits, encode_timings = await self.pooled_vectors(rt, job, seqs)
+        t2 = time.perf_counter()
+        vectors = postprocess(pooled, rt.spec, job.options, rt.artifacts.int8_scales)
+        t3 = time.perf_counter()
+        timings = {"tokenize": t1 - t0, **encode_timings, "postprocess": t3 - t2, "total": t3 - t0}
+        return EmbedOutcome(rt.spec.id, vectors, int(sum(len(s) for s in seqs)), hits, timings)
+
+    async def pooled_vectors(
+        self, rt: ModelRuntime, job: EmbedJob, seqs: list[np.ndarray]
+    ) -> tuple[np.ndarray, int, dict[str, float]]:
+        """Full-dimension pooled vectors in input order: cache hits merged with fresh ones.
+        Duplicate inputs within the request are embedded once."""
+        space = rt.keyspace(job.truncate)
+        raw = job.texts if job.texts is not None else job.token_ids
+        keys = [space.key(x) for x in raw]
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        unique = list(first)
+
+        t0 = time.perf_counter()
+        cached = await self.cache.get_many(unique)
+        t1 = time.perf_counter()
+        found = {k: v for k, v in zip(unique, cached) if v is not None}
+        missing = [k for k in unique if k not in found]
+        timings = {"cache": t1 - t0, "queue": 0.0, "inference": 0.0}
+
+        if missing:
+            fresh, queue_s, infer_s = await self.encode_missing(rt, [seqs[first[k]] for k in missing])
+            timings["queue"], timings["inference"] = queue_s, infer_s
+            new = dict(zip(missing, fresh))
+            self.cache.set_many(new)
+            found.update(new)
+
+        out = np.empty((len(keys), rt.spec.dimension), dtype=np.float32)
+        for i, k in enumerate(keys):
+            out[i] = found[k]
+        hits = sum(1 for k in keys if k not in missing)
+        return out, hits, timings
+
+    async def encode_missing(self, rt: ModelRuntime, seqs: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
+        """Length-sorted chunks, sent concurrently, so a big request interleaves with small
+        ones in the encoders' batch queue instead of starving them."""
+        chunks = plan_batches([len(s) for s in seqs], self.chunk_size, self.max_chunk_tokens)
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(self.encode(rt.spec.key, [seqs[i] for i in c]) for c in chunks))
+        wall = time.perf_counter() - t0
+        out = np.empty((len(seqs), rt.spec.dimension), dtype=np.float32)
+        inference = 0.0
+        for chunk, (vectors, info) in zip(chunks, results):
+            out[chunk] = vectors
+            inference = max(inference, info.get("inference_s", 0.0))
+        return out, max(wall - inference, 0.0), inference

@@ -1,0 +1,83 @@
+"""The one settings object. Every field is an env var (EMBEDSERVE_<NAME>) and a CLI flag of
+`embedserve serve`; the Ray Serve app builder and the Helm chart feed the same fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.artifacts import default_artifact_dir
+from models.specs import DEFAULT_MODEL
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split(value):
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMBEDSERVE_", extra="ignore", frozen=True)
+
+    # Where it listens.
+    host: str = Field("127.0.0.1", description="Address the HTTP and gRPC servers bind to.")
+    http_port: int = Field(8000, ge=1, le=65535, description="HTTP (OpenAI-compatible API) port.")
+    grpc_port: int = Field(9000, ge=0, le=65535, description="gRPC port (0 turns gRPC off).")
+
+    # Models and how they run.
+    models: CommaList = Field([DEFAULT_MODEL], description="Models to serve (ids or aliases, comma-separated).")
+    variant: Literal["fp32", "optimized", "int8"] = Field(
+        "optimized", description="ONNX variant: fp32, optimized (ORT fusions, same vectors) or int8 weights (lossy)."
+    )
+    artifact_dir: Path = Field(default_factory=default_artifact_dir, description="Where exported models live.")
+    providers: CommaList = Field(["auto"], description="ONNX Runtime providers: auto, cpu, cuda, tensorrt.")
+    intra_op_threads: int = Field(0, ge=0, description="ORT threads per encoder replica (0: one per core).")
+    encoder_replicas: int = Field(1, ge=1, description="Encoder replicas per model.")
+    encoder_num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each encoder replica.")
+    encoder_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for each encoder replica.")
+    ingress_replicas: int = Field(1, ge=1, description="HTTP/gRPC ingress replicas.")
+
+    # Dynamic batching (retunable live through the deployment's user_config).
+    max_batch_size: int = Field(32, ge=1, description="Most texts in one ONNX Runtime run.")
+    max_batch_tokens: int = Field(8192, ge=64, description="Most padded tokens in one ONNX Runtime run.")
+    batch_wait_timeout_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill up.")
+    chunk_size: int = Field(64, ge=1, description="Texts per encoder call when a request is split.")
+
+    # Admission control and limits.
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests one ingress replica works on at once.")
+    max_queued_requests: int = Field(64, ge=-1, description="Requests waiting per ingress; past it 429.")
+    encoder_max_ongoing_requests: int = Field(256, ge=1, description="Encoder calls in flight per replica.")
+    max_inputs: int = Field(2048, ge=1, description="Most inputs in one request.")
+    max_payload_bytes: int = Field(8 << 20, ge=1024, description="Largest request body.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 429.")
+    request_timeout_s: float = Field(60.0, gt=0, description="Deadline of one request inside the service.")
+
+    # Embedding cache.
+    cache: Literal["auto", "memory", "redis", "off"] = Field("auto", description="auto: Redis if redis_url, else memory.")
+    redis_url: SecretStr | None = Field(None, description="redis://[:password@]host:port/db or rediss://...")
+    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="Lifetime of a cached vector in Redis.")
+    cache_max_bytes: int = Field(256 << 20, ge=0, description="Bound of the in-process cache.")
+    cache_timeout_ms: float = Field(50.0, gt=0, description="Deadline of each cache call (fail-open past it).")
+
+    # Authentication.
+    api_keys: SecretStr | None = Field(None, description="Comma-separated API keys; none = open.")
+    api_keys_file: Path | None = Field(None, description="File with one API key a line.")
+
+    # Ray.
+    ray_address: str | None = Field(None, description="Ray cluster to join; unset starts a local one.")
+    object_store_mb: int = Field(512, ge=75, description="Object store of a local Ray instance.")
+
+    _split_models = field_validator("models", "providers", mode="before")(_split)
+
+    def api_key_set(self) -> frozenset[str]:
+        keys = set()
+        if self.api_keys is not None:
+            keys.update(_split(self.api_keys.get_secret_value()))
+        if self.api_keys_file is not None:
+            keys.update(k.strip() for k in self.api_keys_file.read_text().splitlines() if k.strip())
+        return frozenset(keys)
