@@ -26,7 +26,10 @@ def resolve_providers(requested: list[str] | tuple[str, ...] | str = "auto") -> 
     dropped with a warning, never silently.
     """
     available = ort.get_available_providers()
-    wanted = ["cuda"] if requested == "auto" else [requested] if isinstance(requested, str) else list(requested)
+    if isinstance(requested, str):
+        requested = [requested]
+    auto = list(requested) == ["auto"]
+    wanted = ["cuda"] if auto else list(requested)
     chosen = []
     for name in wanted:
         name = name.strip().lower()
@@ -36,7 +39,7 @@ def resolve_providers(requested: list[str] | tuple[str, ...] | str = "auto") -> 
         if full in available:
             if full not in chosen:
                 chosen.append(full)
-        elif requested != "auto":
+        elif not auto:
             log.warning("execution provider %s is not available (have %s); falling back", full, available)
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")

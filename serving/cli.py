@@ -1,0 +1,127 @@
+"""`embedserve`: export models, serve them. Every serve flag is also an EMBEDSERVE_* env var."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from models.artifacts import ModelArtifacts
+from models.errors import ArtifactsMissing
+from models.specs import REGISTRY, resolve_model
+from serving.settings import Settings
+
+GRPC_SERVICERS = [
+    "serving.grpc_gen.embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+]
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One --flag per Settings field; unset flags leave env vars and defaults in charge."""
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = "EMBEDSERVE_" + name.upper()
+        parser.add_argument(flag, dest=name, default=None, help=f"{field.description} [env {env}]")
+
+
+def export_command(args) -> int:
+    try:
+        from models.export import export_model
+    except ImportError as exc:  # torch / optimum are only in the `export` extra
+        print(f"export needs the export extra: pip install 'embedserve[export]' ({exc})", file=sys.stderr)
+        return 2
+    artifact_dir = Path(args.artifact_dir or Settings().artifact_dir)
+    names = args.models or Settings().models
+    for name in names:
+        export_model(resolve_model(name), artifact_dir, int8_weights=args.int8_weights, force=args.force)
+    return 0
+
+
+def ensure_exported(s: Settings) -> None:
+    """Export every served model that has no artifacts yet (first start on a fresh machine)."""
+    for name in s.models:
+        spec = resolve_model(name)
+        try:
+            ModelArtifacts.load(s.artifact_dir, spec).variant(s.variant)
+        except ArtifactsMissing:
+            from models.export import export_model
+
+            print(f"{spec.id} is not exported yet: exporting it to {s.artifact_dir} (once).", flush=True)
+            export_model(spec, s.artifact_dir, int8_weights=s.variant == "int8")
+
+
+def start(s: Settings):
+    """Start (or join) Ray and run the application; returns once it is serving."""
+    import ray
+    from ray import serve
+    from ray.serve.config import gRPCOptions, HTTPOptions
+
+    from serving.app import build_app
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if s.ray_address:
+        ray.init(address=s.ray_address, logging_level=logging.WARNING)
+    else:
+        ray.init(
+            num_cpus=os.cpu_count(),
+            object_store_memory=s.object_store_mb << 20,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
+    serve.start(
+        http_options=HTTPOptions(host=s.host, port=s.http_port),
+        grpc_options=gRPCOptions(port=s.grpc_port, grpc_servicer_functions=GRPC_SERVICERS),
+    )
+    serve.run(build_app(settings=s), name="embedserve", route_prefix="/", blocking=False)
+
+
+def serve_command(args) -> int:
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    s = Settings(**overrides)
+    ensure_exported(s)
+    start(s)
+    print(f"embedserve is serving {', '.join(s.models)}", flush=True)
+    print(f"  HTTP  http://{s.host}:{s.http_port}/v1/embeddings   (OpenAI-compatible)", flush=True)
+    print(f"  gRPC  {s.host}:{s.grpc_port}   embedserve.v1.EmbeddingService", flush=True)
+    print("Ctrl-C stops it.", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("shutting down: draining requests in flight", flush=True)
+    from ray import serve
+    import ray
+
+    serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="embedserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_export = sub.add_parser("export", help="Export models to ONNX (needs the export extra).")
+    known = ", ".join(a for s in REGISTRY for a in s.aliases)
+    p_export.add_argument("models", nargs="*", help=f"Models to export (default: EMBEDSERVE_MODELS). Known: {known}")
+    p_export.add_argument("--artifact-dir", help="Where artifacts go [env EMBEDSERVE_ARTIFACT_DIR]")
+    p_export.add_argument("--int8-weights", action="store_true", help="Also build the dynamic-int8 weight variant (lossy).")
+    p_export.add_argument("--force", action="store_true", help="Export again even if artifacts are complete.")
+    p_export.set_defaults(func=export_command)
+
+    p_serve = sub.add_parser("serve", help="Serve the HTTP and gRPC APIs on a local or existing Ray.")
+    add_settings_flags(p_serve)
+    p_serve.set_defaults(func=serve_command)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
