@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 TEST_ARTIFACTS := $(CURDIR)/.artifacts
 TEST_MODELS := all-MiniLM-L6-v2 all-mpnet-base-v2
 
-.PHONY: help install serve test export bench redis-server proto clean
+.PHONY: help install serve test export bench redis-server proto openapi clean
 
 help:
 	@echo "make serve   install, export the default model if missing, serve HTTP :8000 and gRPC :9000"
@@ -62,3 +62,6 @@ clean:
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iserving/grpc_gen=proto/embedserve/v1 \
 	  --python_out=. --pyi_out=. --grpc_python_out=. proto/embedserve/v1/embedding.proto
+
+openapi: install
+	$(BIN)/python -c "import json; from serving.http_api import build_http_app; print(json.dumps(build_http_app(lambda: None).openapi(), indent=2))" > openapi.json

@@ -24,7 +24,7 @@ from models.pooling import l2_normalize
 from models.specs import ModelSpec
 from models.weights import materialize
 
-FIDELITY_TEXTS = 200  # calibration texts (longest and a spread) embedded at export to check fidelity
+FIDELITY_TEXTS = 64  # a quick check at export; tests/test_fidelity.py does the thorough one
 
 Say = Callable[[str], None]
 

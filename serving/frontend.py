@@ -69,4 +69,10 @@ class Frontend:
 
     def stats(self) -> dict:
         cache = self.pipeline.cache.stats()
-        return {"in_flight": self.pipeline.admission.in_flight, "cache": cache}
+        p = self.pipeline
+        return {
+            "in_flight": p.admission.in_flight,
+            "encoder_calls": p.encoder_calls,
+            "encoded_texts": p.encoded_texts,
+            "cache": cache,
+        }

@@ -80,6 +80,7 @@ def timing_headers(outcome: EmbedOutcome) -> dict[str, str]:
         "x-postprocess-time": ms(t.get("postprocess", 0)),
         "x-total-time": ms(t.get("total", 0)),
         "x-cache-hits": str(outcome.cache_hits),
+        "x-batch-size": str(outcome.batch_size),
     }
 
 

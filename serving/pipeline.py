@@ -23,7 +23,7 @@ from models.specs import ModelSpec, resolve_model
 from models.tokenizer import TextTokenizer, Truncate
 from serving.cache import EmbeddingCache, KeySpace
 
-# (model key, token id arrays) -> (pooled vectors, {"inference_s": ..., "batch_size": ...})
+# (model key, token id arrays) -> (pooled vectors, {"inference_s": ..., "batch_texts": ...})
 EncodeFn = Callable[[str, list[np.ndarray]], Awaitable[tuple[np.ndarray, dict]]]
 
 
@@ -49,6 +49,7 @@ class EmbedOutcome:
     prompt_tokens: int
     cache_hits: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    batch_size: int = 0  # texts in the largest encoder batch this request rode in
 
 
 @dataclass
@@ -120,6 +121,9 @@ class Pipeline:
         self.chunk_size = chunk_size
         self.max_chunk_tokens = max_chunk_tokens
         self.admission = Admission(max_in_flight, retry_after_s)
+        # Observed work: what reached the encoders (the cache's benefit shows here).
+        self.encoder_calls = 0
+        self.encoded_texts = 0
 
     def runtime(self, model: str) -> ModelRuntime:
         spec = resolve_model(model)
@@ -163,16 +167,16 @@ class Pipeline:
         seqs = await self.tokenize(rt, job)
         t1 = time.perf_counter()
 
-        pooled, hits, encode_timings = await self.pooled_vectors(rt, job, seqs)
+        pooled, hits, encode_timings, batch = await self.pooled_vectors(rt, job, seqs)
         t2 = time.perf_counter()
         vectors = postprocess(pooled, rt.spec, job.options, rt.artifacts.int8_scales)
         t3 = time.perf_counter()
         timings = {"tokenize": t1 - t0, **encode_timings, "postprocess": t3 - t2, "total": t3 - t0}
-        return EmbedOutcome(rt.spec.id, vectors, int(sum(len(s) for s in seqs)), hits, timings)
+        return EmbedOutcome(rt.spec.id, vectors, int(sum(len(s) for s in seqs)), hits, timings, batch)
 
     async def pooled_vectors(
         self, rt: ModelRuntime, job: EmbedJob, seqs: list[np.ndarray]
-    ) -> tuple[np.ndarray, int, dict[str, float]]:
+    ) -> tuple[np.ndarray, int, dict[str, float], int]:
         """Full-dimension pooled vectors in input order: cache hits merged with fresh ones.
         Duplicate inputs within the request are embedded once."""
         space = rt.keyspace(job.truncate)
@@ -189,9 +193,9 @@ class Pipeline:
         found = {k: v for k, v in zip(unique, cached) if v is not None}
         missing = [k for k in unique if k not in found]
         timings = {"cache": t1 - t0, "queue": 0.0, "inference": 0.0}
-
+        batch = 0
         if missing:
-            fresh, queue_s, infer_s = await self.encode_missing(rt, [seqs[first[k]] for k in missing])
+            fresh, queue_s, infer_s, batch = await self.encode_missing(rt, [seqs[first[k]] for k in missing])
             timings["queue"], timings["inference"] = queue_s, infer_s
             new = dict(zip(missing, fresh))
             self.cache.set_many(new)
@@ -200,19 +204,25 @@ class Pipeline:
         out = np.empty((len(keys), rt.spec.dimension), dtype=np.float32)
         for i, k in enumerate(keys):
             out[i] = found[k]
-        hits = sum(1 for k in keys if k not in missing)
-        return out, hits, timings
+        missed = set(missing)
+        hits = sum(1 for k in keys if k not in missed)
+        return out, hits, timings, batch
 
-    async def encode_missing(self, rt: ModelRuntime, seqs: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
+    async def encode_missing(
+        self, rt: ModelRuntime, seqs: list[np.ndarray]
+    ) -> tuple[np.ndarray, float, float, int]:
         """Length-sorted chunks, sent concurrently, so a big request interleaves with small
         ones in the encoders' batch queue instead of starving them."""
         chunks = plan_batches([len(s) for s in seqs], self.chunk_size, self.max_chunk_tokens)
+        self.encoder_calls += len(chunks)
+        self.encoded_texts += len(seqs)
         t0 = time.perf_counter()
         results = await asyncio.gather(*(self.encode(rt.spec.key, [seqs[i] for i in c]) for c in chunks))
         wall = time.perf_counter() - t0
         out = np.empty((len(seqs), rt.spec.dimension), dtype=np.float32)
-        inference = 0.0
+        inference, batch = 0.0, 0
         for chunk, (vectors, info) in zip(chunks, results):
             out[chunk] = vectors
             inference = max(inference, info.get("inference_s", 0.0))
-        return out, max(wall - inference, 0.0), inference
+            batch = max(batch, info.get("batch_texts", len(chunk)))
+        return out, max(wall - inference, 0.0), inference, batch

@@ -1,0 +1,59 @@
+"""Batched equals one-by-one, in any order and any padding; batches respect their budgets."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from models.batching import padded_tokens, plan_batches
+from models.encoder import pad_batch
+from tests.support.engine import encoder, fidelity_texts
+
+
+@pytest.mark.parametrize("variant", ["fp32", "optimized"])
+def test_batched_vectors_equal_one_by_one(variant):
+    enc = encoder("all-MiniLM-L6-v2", variant)
+    texts = fidelity_texts()[:48]
+    one_by_one = np.vstack([enc.embed([t]) for t in texts])
+    batched = enc.embed(texts)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_order_and_padding_do_not_change_vectors():
+    enc = encoder("all-MiniLM-L6-v2")
+    texts = fidelity_texts()[:40]
+    base = enc.embed(texts)
+    order = list(range(len(texts)))
+    random.Random(7).shuffle(order)
+    shuffled = enc.embed([texts[i] for i in order])
+    np.testing.assert_allclose(shuffled, base[order], atol=1e-5)
+    # One huge padded batch (a 256-token neighbour) versus length-sorted small batches.
+    seqs = enc.tokenize(texts)
+    ids, mask = pad_batch(seqs + [np.ones(256, dtype=np.int64) * 1000], enc.spec.pad_token_id)
+    hidden = enc.session.run(ids, mask)
+    from models.pooling import l2_normalize, mean_pool
+
+    padded = l2_normalize(mean_pool(hidden, mask))[: len(texts)]
+    np.testing.assert_allclose(padded, base, atol=1e-5)
+
+
+def test_plan_batches_covers_every_index_once_within_budgets():
+    rng = random.Random(1)
+    lengths = [rng.randint(1, 256) for _ in range(500)]
+    batches = plan_batches(lengths, max_batch_size=32, max_batch_tokens=4096)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        assert len(b) <= 32
+        assert padded_tokens([lengths[i] for i in b]) <= 4096
+
+
+def test_plan_batches_sorts_by_length_to_cut_padding():
+    lengths = [5, 200, 6, 190, 7, 180]
+    batches = plan_batches(lengths, max_batch_size=3, max_batch_tokens=10_000)
+    assert [sorted(lengths[i] for i in b) for b in batches] == [[180, 190, 200], [5, 6, 7]]
+
+
+def test_a_row_longer_than_the_budget_still_gets_a_batch():
+    assert plan_batches([300, 10], max_batch_size=8, max_batch_tokens=100) == [[0], [1]]

@@ -1,0 +1,33 @@
+"""Concurrent requests are batched together; a huge request does not starve small ones."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+async def post_many(url: str, bodies: list[dict], timeout: float = 300) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=64)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        return await asyncio.gather(*(client.post(url + "/v1/embeddings", json=b) for b in bodies))
+
+
+def test_concurrent_single_text_requests_ride_in_shared_batches(service):
+    bodies = [{"model": "all-MiniLM-L6-v2", "input": f"single request {i} about batching"} for i in range(32)]
+    responses = asyncio.run(post_many(service.http_url, bodies))
+    assert [r.status_code for r in responses] == [200] * 32
+    sizes = [int(r.headers["x-batch-size"]) for r in responses]
+    assert max(sizes) > 1, f"no request shared a batch: {sizes}"
+
+
+def test_a_2000_text_request_and_many_small_ones_all_succeed(service):
+    big = {"model": "all-MiniLM-L6-v2", "input": [f"bulk document {i}: " + "text " * (i % 40) for i in range(2000)]}
+    small = [{"model": "all-MiniLM-L6-v2", "input": f"small request {i}"} for i in range(40)]
+    responses = asyncio.run(post_many(service.http_url, [big, *small]))
+    assert [r.status_code for r in responses] == [200] * 41
+    assert len(responses[0].json()["data"]) == 2000
+    assert [d["index"] for d in responses[0].json()["data"]] == list(range(2000))

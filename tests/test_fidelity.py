@@ -1,0 +1,56 @@
+"""fp32 ONNX vectors match sentence-transformers' `encode`; each faster variant states how close it is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.export import cosines
+from tests.support.engine import encoder, fidelity_texts, reference_model
+
+# (model, variant) -> the least cosine to the reference any text may have, and the least mean.
+BOUNDS = {
+    ("all-MiniLM-L6-v2", "fp32"): (0.9999, 0.99999),
+    ("all-MiniLM-L6-v2", "optimized"): (0.9999, 0.99999),
+    # Dynamic int8 weights are lossy (measured here: min ~0.95, mean ~0.99); opt-in only.
+    ("all-MiniLM-L6-v2", "int8"): (0.90, 0.98),
+    ("all-mpnet-base-v2", "fp32"): (0.9999, 0.99999),
+    ("all-mpnet-base-v2", "optimized"): (0.9999, 0.99999),
+}
+
+
+@pytest.fixture(scope="module")
+def texts():
+    t = fidelity_texts()
+    lengths = encoder("all-MiniLM-L6-v2").tokenizer.count(t)
+    assert len(t) >= 300 and sum(n > 256 for n in lengths) >= 60, "the corpus must cover short and long texts"
+    return t
+
+
+@pytest.fixture(scope="module")
+def reference(texts):
+    cache = {}
+
+    def vectors(model: str) -> np.ndarray:
+        if model not in cache:
+            cache[model] = reference_model(model).encode(texts, batch_size=32, normalize_embeddings=True)
+        return cache[model]
+
+    return vectors
+
+
+@pytest.mark.parametrize("model,variant", list(BOUNDS))
+def test_variant_matches_sentence_transformers(model, variant, texts, reference):
+    ours = encoder(model, variant).embed(texts)
+    cos = cosines(ours, reference(model))
+    least, least_mean = BOUNDS[(model, variant)]
+    print(f"{model} {variant}: min cosine {cos.min():.6f}, mean {cos.mean():.6f} over {len(texts)} texts")
+    assert cos.min() >= least
+    assert cos.mean() >= least_mean
+
+
+def test_texts_longer_than_the_shipped_128_token_limit_are_read_to_256(texts):
+    """The tokenizer.json shipped with all-MiniLM-L6-v2 stops at 128 tokens; the model's spec says 256."""
+    enc = encoder("all-MiniLM-L6-v2")
+    long_text = max(texts, key=len)
+    assert len(enc.tokenize([long_text])[0]) == 256

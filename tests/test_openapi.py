@@ -1,0 +1,22 @@
+"""The committed openapi.json is the live service's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from serving.http_api import build_http_app
+
+COMMITTED = Path(__file__).resolve().parents[1] / "openapi.json"
+
+
+def test_committed_openapi_matches_the_app():
+    assert json.loads(COMMITTED.read_text()) == build_http_app(lambda: None).openapi(), "run: make openapi"
+
+
+@pytest.mark.integration
+def test_live_openapi_matches_the_committed_one(service):
+    status, _, live = service.get("/openapi.json")
+    assert status == 200 and live == json.loads(COMMITTED.read_text())
