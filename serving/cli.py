@@ -75,7 +75,8 @@ def start(s: Settings):
         )
     serve.start(
         http_options=HTTPOptions(host=s.host, port=s.http_port),
-        grpc_options=gRPCOptions(port=s.grpc_port, grpc_servicer_functions=GRPC_SERVICERS),
+        # No servicer functions: Ray starts no gRPC server.
+        grpc_options=gRPCOptions(port=s.grpc_port or 9000, grpc_servicer_functions=GRPC_SERVICERS if s.grpc_port else []),
     )
     serve.run(build_app(settings=s), name="embedserve", route_prefix="/", blocking=False)
 
