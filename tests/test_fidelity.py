@@ -9,6 +9,8 @@ from models.export import cosines
 from tests.support.engine import encoder, fidelity_texts, reference_model
 
 # (model, variant) -> the least cosine to the reference any text may have, and the least mean.
+# The default model is checked on all 320 texts; the second model (5x slower on CPU under
+# sentence-transformers) on a 64-text slice that keeps the 24 longest.
 BOUNDS = {
     ("all-MiniLM-L6-v2", "fp32"): (0.9999, 0.99999),
     ("all-MiniLM-L6-v2", "optimized"): (0.9999, 0.99999),
@@ -27,13 +29,20 @@ def texts():
     return t
 
 
+def texts_for(model: str, texts: list[str]) -> list[str]:
+    if model == "all-MiniLM-L6-v2":
+        return texts
+    by_len = sorted(texts, key=len)
+    return by_len[-24:] + by_len[:-24:7][:40]
+
+
 @pytest.fixture(scope="module")
 def reference(texts):
     cache = {}
 
     def vectors(model: str) -> np.ndarray:
         if model not in cache:
-            cache[model] = reference_model(model).encode(texts, batch_size=32, normalize_embeddings=True)
+            cache[model] = reference_model(model).encode(texts_for(model, texts), batch_size=32, normalize_embeddings=True)
         return cache[model]
 
     return vectors
@@ -41,10 +50,11 @@ def reference(texts):
 
 @pytest.mark.parametrize("model,variant", list(BOUNDS))
 def test_variant_matches_sentence_transformers(model, variant, texts, reference):
-    ours = encoder(model, variant).embed(texts)
+    sample = texts_for(model, texts)
+    ours = encoder(model, variant).embed(sample)
     cos = cosines(ours, reference(model))
     least, least_mean = BOUNDS[(model, variant)]
-    print(f"{model} {variant}: min cosine {cos.min():.6f}, mean {cos.mean():.6f} over {len(texts)} texts")
+    print(f"{model} {variant}: min cosine {cos.min():.6f}, mean {cos.mean():.6f} over {len(sample)} texts")
     assert cos.min() >= least
     assert cos.mean() >= least_mean
 
