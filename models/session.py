@@ -32,10 +32,10 @@ def resolve_providers(requested: list[str] | tuple[str, ...] | str = "auto") -> 
     wanted = ["cuda"] if auto else list(requested)
     chosen = []
     for name in wanted:
-        name = name.strip().lower()
-        if name == "auto":
+        name = name.strip()
+        if name.lower() == "auto":
             name = "cuda"
-        full = PROVIDER_NAMES.get(name, name)
+        full = PROVIDER_NAMES.get(name.lower(), name)
         if full in available:
             if full not in chosen:
                 chosen.append(full)

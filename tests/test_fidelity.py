@@ -23,8 +23,12 @@ BOUNDS = {
 
 @pytest.fixture(scope="module")
 def texts():
+    from tokenizers import Tokenizer
+
     t = fidelity_texts()
-    lengths = encoder("all-MiniLM-L6-v2").tokenizer.count(t)
+    raw = Tokenizer.from_file(str(encoder("all-MiniLM-L6-v2").artifacts.tokenizer_path))
+    raw.no_truncation()
+    lengths = [len(e.ids) for e in raw.encode_batch(t)]
     assert len(t) >= 300 and sum(n > 256 for n in lengths) >= 60, "the corpus must cover short and long texts"
     return t
 
