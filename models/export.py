@@ -1,7 +1,8 @@
 """Export a model to ONNX (optimum), build its faster variants, measure them, write a manifest.
 
 Needs the `export` extra (torch, optimum, sentence-transformers); serving does not.
-Idempotent: artifacts whose manifest and checksums are intact are reused.
+Idempotent: artifacts whose manifest and checksums are intact are reused; a manifest from
+before the quality table only gets the table added.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ import numpy as np
 
 from models.artifacts import MANIFEST_VERSION, VARIANT_FILES, ModelArtifacts, model_dir
 from models.calibration import fit_int8_scales
-from models.corpus import calibration_texts
+from models.corpus import calibration_texts, evaluation_texts
 from models.errors import ArtifactsMissing
 from models.pooling import l2_normalize
+from models.quality import measure as measure_quality
 from models.specs import ModelSpec
 from models.weights import materialize
 
 FIDELITY_TEXTS = 64  # a quick check at export; tests/test_fidelity.py does the thorough one
+# The quality table embeds held-out texts once with the fp32 graph: all 2,500 for small models
+# (MiniLM: ~20-40 s on 2 cores); models wider than SMALL_MODEL_DIM (base size, ~5x the cost per
+# text) use the first QUALITY_TEXTS_LARGE (the file is shuffled), and the manifest says so.
+SMALL_MODEL_DIM = 384
+QUALITY_TEXTS_LARGE = 1000
 
 Say = Callable[[str], None]
 
@@ -60,6 +67,34 @@ def is_complete(root: Path, int8_weights: bool) -> bool:
     files = {v["file"]: v["sha256"] for v in m["variants"].values()}
     files["tokenizer.json"] = m["tokenizer_sha256"]
     return all((root / f).is_file() and sha256_file(root / f) == s for f, s in files.items())
+
+
+def quality_table(spec: ModelSpec, artifacts: ModelArtifacts, say: Say = print, enc=None) -> dict:
+    """Embeds the evaluation corpus with the fp32 graph and measures every lossy option
+    against its float top-10 neighbours (models.quality), with the manifest's int8 scales."""
+    from models.encoder import Encoder  # noqa: PLC0415
+
+    started = time.perf_counter()
+    texts = corpus = evaluation_texts()
+    note = "models/data/evaluation.jsonl"
+    if spec.dimension > SMALL_MODEL_DIM:
+        texts = corpus[:QUALITY_TEXTS_LARGE]
+        note += f" (first {len(texts)} of {len(corpus)} texts, to bound export time)"
+    enc = enc or Encoder(spec, artifacts, variant="fp32", providers="cpu")
+    unit = l2_normalize(enc.encode_ids(enc.tokenize(texts)))
+    table = measure_quality(unit, artifacts.int8_scales, spec.matryoshka_dims)
+    table["evaluation"]["corpus"] = note
+    table["evaluation"]["seconds"] = round(time.perf_counter() - started, 1)
+    for option, entry in table.items():
+        if "top10_kept" in entry:
+            say(f"    {option:26s} top-10 kept {entry['top10_kept']:.4f}")
+    return table
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    tmp = root / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(root / "manifest.json")
 
 
 def export_onnx(source: Path, out_dir: Path) -> Path:
@@ -146,12 +181,17 @@ def export_model(
 
     root = model_dir(artifact_dir, spec)
     if not force and is_complete(root, int8_weights):
-        say(f"{spec.id}: artifacts in {root} are complete; reusing them.")
+        artifacts = ModelArtifacts.load(artifact_dir, spec)
+        if "quality" in artifacts.manifest:
+            say(f"{spec.id}: artifacts in {root} are complete; reusing them.")
+            return artifacts
+        say(f"[1/1] {spec.id}: artifacts in {root} are complete but have no quality table; measuring it")
+        write_manifest(root, {**artifacts.manifest, "quality": quality_table(spec, artifacts, say)})
         return ModelArtifacts.load(artifact_dir, spec)
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifest.json").unlink(missing_ok=True)
     started = time.perf_counter()
-    steps = 6 + int8_weights
+    steps = 7 + int8_weights
     step = iter(range(1, steps + 1))
 
     say(f"[{next(step)}/{steps}] {spec.id}: locating the packaged weights")
@@ -197,14 +237,17 @@ def export_model(
     say(f"[{next(step)}/{steps}] calibrating the int8 output scale on {len(texts)} texts")
     enc = Encoder(spec, artifacts, variant="fp32", providers="cpu")
     unit = l2_normalize(enc.encode_ids(enc.tokenize(texts)))
-    manifest["int8_scales"] = {str(d): round(s, 6) for d, s in fit_int8_scales(unit).items()}
+    scales = fit_int8_scales(unit, spec.matryoshka_dims)  # a fixed Matryoshka list: only its sizes
+    manifest["int8_scales"] = {str(d): round(s, 6) for d, s in scales.items()}
     manifest["calibration_texts"] = len(texts)
+
+    say(f"[{next(step)}/{steps}] measuring what each lossy output keeps of the float top-10 neighbours")
+    artifacts = ModelArtifacts(spec, root, manifest)
+    manifest["quality"] = quality_table(spec, artifacts, say, enc)
 
     say(f"[{next(step)}/{steps}] writing the manifest")
     manifest["export_seconds"] = round(time.perf_counter() - started, 1)
-    tmp = root / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(root / "manifest.json")
+    write_manifest(root, manifest)
     say(f"{spec.id}: exported to {root} in {manifest['export_seconds']} s")
     return ModelArtifacts.load(artifact_dir, spec)
 
