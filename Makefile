@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 TEST_ARTIFACTS := $(CURDIR)/.artifacts
 TEST_MODELS := all-MiniLM-L6-v2 all-mpnet-base-v2
 
-.PHONY: help install serve test export bench redis-server tools proto openapi clean
+.PHONY: help install serve test export bench bench-quick profile redis-server tools proto openapi clean
 
 help:
 	@echo "make serve   install, export the default model if missing, serve HTTP :8000 and gRPC :9000"
@@ -57,8 +57,15 @@ export: install
 test: install redis-server export tools
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m pytest -p no:cacheprovider
 
-bench: install
-	$(BIN)/python -m loadtest.bench
+# Benchmarks run on the same exported artifacts as the tests; BENCH_ARGS e.g. "--runs 5".
+bench: install export
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+
+bench-quick: install export
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.bench --quick
+
+profile: install export
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.profile
 
 clean:
 	rm -rf $(VENV) .artifacts .tools

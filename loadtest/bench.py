@@ -1,0 +1,354 @@
+"""`make bench`: the service against the raw ONNX Runtime ceiling and sentence-transformers,
+on the same machine, in one run, on the corpus the repository carries.
+
+  (1) raw ceiling   the ONNX Runtime session the service uses (variant, providers, batch
+                    limits from the service's settings), in-process, pre-tokenized texts,
+                    length-sorted batches, no server
+  (2) sentence-transformers `encode`, the same texts in the same batches
+  (3) the service (its own local Ray Serve, started here on free loopback ports):
+      bulk HTTP (64 texts a request), single texts at concurrency 32 (dynamic batching),
+      gRPC bulk, and cache hits (the same texts again) next to cache misses (unique texts)
+
+Every figure is measured; each is the median of --runs runs. Writes BENCHMARKS.md and a
+JSON file of everything under loadtest/results/.
+
+    python -m loadtest.bench            # full: every corpus text, 3 runs
+    python -m loadtest.bench --quick    # smoke test: a few texts, 1 run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from loadtest import sysinfo
+from loadtest.engines import run_child
+from loadtest.generator import LoadConfig, run_load, write_json
+from loadtest.profile import breakdown, markdown_table
+from loadtest.workload import Corpus, FixedWorkload, Uniquifier, artifact_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+MiB = 1 << 20
+
+# (key, label, what it is compared with, the ratio it must reach)
+TARGETS = [
+    ("bulk_http", "bulk HTTP >= 0.85x raw", "raw", 0.85),
+    ("grpc_bulk", "gRPC bulk >= 0.85x raw", "raw", 0.85),
+    ("single_c32", "single-text at concurrency 32 >= 0.60x raw", "raw", 0.60),
+    ("bulk_http", "service (bulk HTTP) >= 1.5x sentence-transformers", "st", 1.5),
+    ("cache_hit", "cache hits >= 10x miss throughput", "cache_miss", 10.0),
+]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke test: --texts 128 --runs 1 (figures are not the numbers)")
+    p.add_argument("--runs", type=int, default=None, help="runs per measurement; the median is reported (default 3)")
+    p.add_argument("--texts", type=int, default=None, help="first N corpus texts (default: all of them)")
+    p.add_argument("--model", default="all-MiniLM-L6-v2")
+    p.add_argument("--variant", default="optimized", choices=["optimized", "fp32", "int8"])
+    p.add_argument("--providers", default="cpu", help="ONNX Runtime providers, for the raw run and the service alike")
+    p.add_argument("--bulk-size", type=int, default=64, help="texts per bulk request")
+    p.add_argument("--bulk-concurrency", type=int, default=4, help="bulk requests in flight")
+    p.add_argument("--single-concurrency", type=int, default=32)
+    p.add_argument("--hit-passes", type=int, default=5, help="passes over the texts in a cache-hit run")
+    p.add_argument("--artifact-dir", default=None)
+    p.add_argument("--skip-st", action="store_true", help="leave out sentence-transformers")
+    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    p.add_argument("--json", default=None, help="default: loadtest/results/bench-<time>.json")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    if a.runs is None:
+        a.runs = 1 if a.quick else 3
+    if a.texts is None and a.quick:
+        a.texts = 128
+    if a.runs < 1:
+        p.error("--runs must be at least 1")
+    return a
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def engine_row(name: str, result: dict, n_texts: int, n_tokens: int) -> dict:
+    runs = []
+    for r in result["runs"]:
+        lat = r["batch_latency_ms"]
+        runs.append({"seconds": r["seconds"], "texts_per_s": n_texts / r["seconds"], "tokens_per_s": n_tokens / r["seconds"],
+                     "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "errors": 0,
+                     "cores": r["cpu_s"] / r["seconds"], "loadavg": None})
+    return {"name": name, "runs": runs, "peak_rss_bytes": result["peak_rss_bytes"], "detail": {
+        k: v for k, v in result.items() if k not in ("runs", "peak_rss_bytes")}}
+
+
+def summarize(row: dict) -> dict:
+    runs = row["runs"]
+    return {
+        "texts_per_s": median([r["texts_per_s"] for r in runs]),
+        "tokens_per_s": median([r["tokens_per_s"] for r in runs]),
+        "p50": median([r["p50"] for r in runs]),
+        "p99": median([r["p99"] for r in runs]),
+        "errors": sum(r["errors"] for r in runs),
+        "cores": median([r.get("cores") for r in runs]),
+        "client_cores": median([r.get("client_cores") for r in runs]),
+        "texts_per_cpu_s": median([r["texts_per_s"] / r["cores"] if r.get("cores") else None for r in runs]),
+        "spread": (min(r["texts_per_s"] for r in runs), max(r["texts_per_s"] for r in runs)),
+    }
+
+
+def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
+    from loadtest.service import LocalService, RssSampler, proxy_pids
+
+    adir = artifact_dir(a.artifact_dir)
+    log("starting a local Ray Serve (own Ray, free loopback ports)")
+    t0 = time.perf_counter()
+    svc = LocalService.start()
+    rows: dict[str, dict] = {}
+    samples: dict[str, list] = {}
+    try:
+        common = dict(models=[a.model], artifact_dir=adir, variant=a.variant, providers=a.providers.split(","),
+                      encoder_num_cpus=1)
+        tag = f"bench{int(time.time()) % 100000}"
+        nocache = svc.deploy(f"{tag}-nocache", "/nocache", cache="off", **common)
+        cached = svc.deploy(f"{tag}-cached", "/cached", cache="memory", **common)
+        log(f"service ready in {time.perf_counter() - t0:.0f} s: {nocache.http_url}, {cached.http_url}, gRPC {nocache.grpc_target}")
+
+        texts, tokens = corpus.texts, corpus.tokens
+        bulk = FixedWorkload.chunked(texts, tokens, a.bulk_size, f"corpus, {a.bulk_size} a request")
+        single = FixedWorkload.chunked(texts, tokens, 1, "corpus, 1 a request")
+        uniq = Uniquifier(corpus.tokenizer, salt=int(time.time() * 1000))
+        uniq.check(texts, tokens)
+
+        def miss_workload(run: int) -> FixedWorkload:
+            made = [uniq.make(t, n, run * len(texts) + i) for i, (t, n) in enumerate(zip(texts, tokens))]
+            return FixedWorkload.chunked([t for t, _ in made], [n for _, n in made], a.bulk_size,
+                                         "unique texts (2-word prefix, +2 tokens)")
+
+        def cfg(app, transport, conc, label, requests):
+            return LoadConfig(transport=transport, url=app.http_url, grpc_target=app.grpc_target,
+                              grpc_metadata=app.grpc_metadata, model=a.model, concurrency=conc, requests=requests,
+                              timeout_s=300, keep_samples=True, progress=progress, label=label)
+
+        plan = [
+            ("bulk_http", lambda r: (cfg(nocache, "http", a.bulk_concurrency, "bulk HTTP", len(bulk)), bulk, nocache)),
+            ("single_c32", lambda r: (cfg(nocache, "http", a.single_concurrency, "single c32", len(single)), single, nocache)),
+            ("grpc_bulk", lambda r: (cfg(nocache, "grpc", a.bulk_concurrency, "gRPC bulk", len(bulk)), bulk, nocache)),
+            ("cache_miss", lambda r: (cfg(cached, "http", a.bulk_concurrency, "cache miss", len(bulk)), miss_workload(r), cached)),
+            ("cache_hit", lambda r: (cfg(cached, "http", a.bulk_concurrency, "cache hit", len(bulk) * a.hit_passes), bulk, cached)),
+        ]
+        # Warm both apps (ORT's first runs per shape, connections) and put the hit texts in the cache.
+        log("warming up and priming the cache")
+        for app, transport in ((nocache, "http"), (nocache, "grpc"), (cached, "http")):
+            run_load(LoadConfig(transport=transport, url=app.http_url, grpc_target=app.grpc_target,
+                                grpc_metadata=app.grpc_metadata, model=a.model, concurrency=2,
+                                requests=min(4, len(bulk)), timeout_s=300, progress=False, label="warm-up"), bulk)
+        run_load(LoadConfig(url=cached.http_url, model=a.model, concurrency=2, requests=len(bulk), timeout_s=300,
+                            progress=False, label="prime"), bulk)
+
+        proxies = proxy_pids()
+        for run in range(a.runs):
+            for key, make in plan:
+                c, wl, app = make(run)
+                pids = list(app.replica_pids().values())
+                load1 = os.getloadavg()[0]
+                client0 = time.process_time()
+                with RssSampler(pids, cpu_only_pids=proxies) as rss:
+                    rep = run_load(c, wl)
+                client_cpu = time.process_time() - client0
+                lat = rep["latency_ms"]
+                row = rows.setdefault(key, {"name": key, "runs": [], "peak_rss_bytes": 0, "detail": {
+                    "workload": rep["workload"], "concurrency": c.concurrency, "transport": c.transport,
+                    "replicas": sorted(app.replica_pids())}})
+                row["runs"].append({"texts_per_s": rep["texts_per_s"], "tokens_per_s": rep["tokens_per_s"],
+                                    "p50": lat["p50"], "p99": lat["p99"], "errors": rep["errors_total"],
+                                    "error_kinds": rep["errors"], "seconds": rep["window_s"],
+                                    "server_tokens_match": rep["server_tokens"] in (None, rep["tokens"]),
+                                    "cores": rss.cpu_s / max(rep["window_s"], 1e-9),
+                                    "client_cores": client_cpu / max(rep["window_s"], 1e-9), "loadavg": load1})
+                row["peak_rss_bytes"] = max(row["peak_rss_bytes"], rss.peak)
+                samples.setdefault(key, []).extend(rep.pop("samples", []))
+                log(f"run {run + 1}/{a.runs} {key}: {rep['texts_per_s']:.1f} texts/s, p50 {lat['p50'] or 0:.0f} ms, "
+                    f"p99 {lat['p99'] or 0:.0f} ms, errors {rep['errors_total']}")
+        stats = {name: app.get_json("/stats")[1] for name, app in (("nocache", nocache), ("cached", cached))}
+        rows["_stats"] = stats
+    finally:
+        log("stopping the service")
+        svc.stop()
+    return rows, {k: breakdown(v) for k, v in samples.items()}
+
+
+LABELS = {
+    "raw": "(1) raw ceiling: ONNX Runtime session, in-process",
+    "st": "(2) sentence-transformers encode",
+    "bulk_http": "(3) service, bulk HTTP",
+    "single_c32": "(3) service, single text, concurrency 32",
+    "grpc_bulk": "(3) service, gRPC bulk",
+    "cache_miss": "(3) service, cache miss (unique texts)",
+    "cache_hit": "(3) service, cache hit (same texts again)",
+}
+
+
+def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dict) -> str:
+    m = meta["machine"]
+    cs = meta["corpus"]
+    raw = summary["raw"]["texts_per_s"]
+    f = lambda v, d=1: "-" if v is None else f"{v:,.{d}f}"  # noqa: E731
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python -m loadtest.bench` (`make bench`); every figure below is measured by that run, none is typed in.",
+        "",
+    ]
+    if a.quick:
+        lines += ["> **Quick mode (smoke test)**: few texts and one run; these figures only show that the tools work.",
+                  "> Run `make bench` on a quiet machine for the numbers.", ""]
+    lines += [
+        f"- Date: {meta['date']}",
+        f"- Command: `{meta['command']}`",
+        f"- Machine: nproc {m['nproc']}, {m['cpu_model']}, {m['ram_gib']} GiB RAM, {m['os']}",
+        f"- Load average (1/5/15 min) at start {m['loadavg']}, at end {meta['loadavg_end']}; CPU pressure "
+        f"(PSI some avg60) at start {m['cpu_pressure_avg60']}%, at end {meta['cpu_pressure_end']}%"
+        + (" — the machine was busy with other work; figures are noisy." if max(m['loadavg'][0], meta['loadavg_end'][0]) > m['nproc'] * 0.75 else ""),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        f"- Texts: {cs['texts']} texts from `{Path(cs['source']).relative_to(ROOT) if Path(cs['source']).is_relative_to(ROOT) else cs['source']}`, "
+        f"{cs['tokens_mean']} tokens a text on average (median {cs['tokens_p50']:g}, p90 {cs['tokens_p90']:g}, max {cs['tokens_max']}; "
+        f"the model's tokenizer, specials included, truncated at {cs['truncated_at']}), {cs['tokens_total']:,} tokens in all",
+        f"- Model: {cs['model']}, ONNX variant `{a.variant}`, providers `{a.providers}`, "
+        f"batches of at most {meta['max_batch_size']} texts / {meta['max_batch_tokens']} padded tokens",
+        f"- Each figure: median of {a.runs} run(s); spread (min-max texts/s) in the last column",
+        "",
+        "| measurement | texts/s | tokens/s | x raw | p50 ms | p99 ms | peak RSS MiB | CPU cores used | texts per CPU-s | errors | runs: texts/s min-max |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key in ("raw", "st", "bulk_http", "single_c32", "grpc_bulk", "cache_miss", "cache_hit"):
+        if key not in summary:
+            continue
+        s = summary[key]
+        ratio = s["texts_per_s"] / raw if raw else None
+        lo, hi = s["spread"]
+        lines.append(f"| {LABELS[key]} | {f(s['texts_per_s'])} | {f(s['tokens_per_s'], 0)} | {f(ratio, 2)} | "
+                     f"{f(s['p50'])} | {f(s['p99'])} | {rows[key]['peak_rss_bytes'] / MiB:,.0f} | {f(s['cores'], 2)} | {f(s['texts_per_cpu_s'])} | {s['errors']} | "
+                     f"{lo:,.1f}-{hi:,.1f} |")
+    lines += [
+        "",
+        "Notes:",
+        "- (1) and (2) run in fresh child processes of the benchmark (peak RSS is that process's); their p50/p99 are per "
+        f"ONNX Runtime / `encode` batch of up to {meta['max_batch_size']} texts, not per request. (1) excludes tokenization "
+        f"({meta['raw_tokenize_s']:.2f} s for these texts); (2) includes it.",
+        f"- (3) p50/p99 are per request, client-observed. Bulk: {a.bulk_size} texts a request, {a.bulk_concurrency} requests in flight; "
+        f"single: 1 text a request, {a.single_concurrency} in flight. Floats as JSON (HTTP) / repeated float (gRPC). "
+        "The load generator shares the machine's cores with the service.",
+        "- (3) peak RSS: the application's Ray Serve replica processes (ingress + encoder), summed.",
+        "- CPU cores used: CPU time over wall time of the measured process(es) ((1)/(2): the child; (3): the app's replicas "
+        "and Ray Serve's proxies; the load generator's own share is in the JSON as client_cores). Well under the core count "
+        "on a busy machine means the measurement was starved by other work; texts per CPU-second is then the steadier "
+        "figure (ONNX Runtime's spinning threads count as CPU too).",
+        f"- Cache: hit = the same texts again on a cache-on app, after one priming pass ({a.hit_passes} passes a run); miss = texts "
+        "made unique with a two-word prefix (+2 tokens each) on the same app. Bulk HTTP, single and gRPC run on a cache-off app.",
+        "",
+        "## Targets (ratios of texts/s)",
+        "",
+        "| target | measured | verdict |",
+        "|---|---:|---|",
+    ]
+    for label, value, verdict in verdicts:
+        lines.append(f"| {label} | {f(value, 2)}x | {verdict} |")
+    lines += [
+        "",
+        "## Where a request's time goes (service path)",
+        "",
+        "From the service's stage timings (`x-*-time` headers / gRPC trailers) against client latency, over every "
+        "measured request; `python -m loadtest.profile` runs more scenarios (base64, concurrency 1).",
+        "",
+        markdown_table({LABELS[k].replace("(3) service, ", ""): v for k, v in stages.items() if v}),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    progress = not a.no_progress
+    from serving.settings import Settings
+
+    s = Settings()
+    adir = artifact_dir(a.artifact_dir)
+    machine = sysinfo.machine()
+    log(f"machine: nproc {machine['nproc']}, {machine['cpu_model']}, load {machine['loadavg']}")
+    corpus = Corpus.load(a.model, adir)
+    if a.texts:
+        corpus = corpus.subset(a.texts)
+    n_texts, n_tokens = len(corpus), sum(corpus.tokens)
+    log(f"texts: {n_texts}, {n_tokens} tokens ({n_tokens / n_texts:.1f} a text), {a.runs} run(s) each")
+
+    spec_in = dict(model=a.model, artifact_dir=str(adir), variant=a.variant, providers=a.providers.split(","),
+                   intra_op_threads=s.intra_op_threads, max_batch_size=s.max_batch_size,
+                   max_batch_tokens=s.max_batch_tokens, texts=corpus.texts, tokens=corpus.tokens, runs=a.runs)
+    workdir = ROOT / "loadtest" / "results" / "tmp"
+    rows: dict[str, dict] = {}
+    log("(1) raw ONNX Runtime ceiling")
+    raw = run_child("raw", spec_in, workdir)
+    rows["raw"] = engine_row("raw", raw, n_texts, n_tokens)
+    if not a.skip_st:
+        log("(2) sentence-transformers")
+        try:
+            rows["st"] = engine_row("st", run_child("st", spec_in, workdir), n_texts, n_tokens)
+        except RuntimeError as exc:  # e.g. the export extra (torch, sentence-transformers) is not installed
+            log(f"sentence-transformers not measured: {str(exc)[-500:]}")
+    svc_rows, stages = measure_service(a, corpus, progress)
+    service_stats = svc_rows.pop("_stats", None)
+    rows.update(svc_rows)
+
+    summary = {k: summarize(v) for k, v in rows.items()}
+    verdicts = []
+    for key, label, base, need in TARGETS:
+        if key in summary and base in summary and summary[base]["texts_per_s"]:
+            value = summary[key]["texts_per_s"] / summary[base]["texts_per_s"]
+            verdicts.append((label, value, "PASS" if value >= need else "MISS"))
+        else:
+            verdicts.append((label, None, "not measured"))
+
+    argv_shown = sys.argv[1:] if argv is None else argv
+    meta = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m loadtest.bench " + shlex.join(argv_shown) if argv_shown else "python -m loadtest.bench",
+        "machine": machine,
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "cpu_pressure_end": sysinfo.cpu_pressure(),
+        "corpus": corpus.stats(),
+        "max_batch_size": s.max_batch_size,
+        "max_batch_tokens": s.max_batch_tokens,
+        "raw_tokenize_s": raw["tokenize_s"],
+    }
+    md = render(a, meta, rows, summary, verdicts, stages)
+    Path(a.output).write_text(md)
+    out_json = a.json or ROOT / "loadtest" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    write_json({"meta": meta, "args": vars(a), "rows": rows, "summary": summary, "service_stats": service_stats,
+                "verdicts": verdicts, "stages": stages}, out_json)
+
+    # The table on stdout, then the verdicts.
+    start = md.index("| measurement")
+    print(md[start: md.index("\nNotes:")])
+    for label, value, verdict in verdicts:
+        print(f"{verdict:>5}  {label}: {'-' if value is None else f'{value:.2f}x'}")
+    print(f"\nwrote {a.output} and {out_json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The two no-server baselines of the benchmark, each run in a fresh child process so that
+its peak memory is its own:
+
+  raw  the ONNX Runtime session the service uses (same variant, providers, batch limits),
+       on pre-tokenized texts, length-sorted batches (`models.batching.plan_batches`).
+  st   sentence-transformers `encode` on the same texts, in the same batches.
+
+    python -m loadtest.engines raw|st --spec spec.json   (prints one JSON line)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _timed_batches(batches: list[list[int]], run_batch, runs: int) -> list[dict]:
+    # Warm-up (untimed): the first and the last batch, so both shapes have been seen.
+    for b in {0, len(batches) - 1}:
+        run_batch(batches[b])
+    out = []
+    for _ in range(runs):
+        lat = []
+        c0 = time.process_time()  # CPU time of every thread of this process
+        t0 = time.perf_counter()
+        for b in batches:
+            s = time.perf_counter()
+            run_batch(b)
+            lat.append((time.perf_counter() - s) * 1e3)
+        out.append({"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                    "batch_latency_ms": lat})
+    return out
+
+
+def measure_raw(spec_in: dict) -> dict:
+    from models.encoder import Encoder, pad_batch
+    from models.batching import plan_batches
+    from models.pooling import pool
+    from models.specs import resolve_model
+
+    spec = resolve_model(spec_in["model"])
+    t0 = time.perf_counter()
+    enc = Encoder.from_artifact_dir(
+        spec, Path(spec_in["artifact_dir"]), variant=spec_in["variant"], providers=spec_in["providers"],
+        intra_op_threads=spec_in["intra_op_threads"], max_batch_size=spec_in["max_batch_size"],
+        max_batch_tokens=spec_in["max_batch_tokens"],
+    )
+    load_s = time.perf_counter() - t0
+    texts = spec_in["texts"]
+    t0 = time.perf_counter()
+    seqs = enc.tokenize(texts)
+    tokenize_s = time.perf_counter() - t0
+    batches = plan_batches([len(s) for s in seqs], enc.max_batch_size, enc.max_batch_tokens)
+    session = enc.session  # EncoderSession around the onnxruntime.InferenceSession the service runs
+
+    def run_batch(idx):
+        ids, mask = pad_batch([seqs[i] for i in idx], spec.pad_token_id)
+        return pool(spec.pooling, session.run(ids, mask), mask)
+
+    runs = _timed_batches(batches, run_batch, spec_in["runs"])
+    return {
+        "engine": "onnxruntime", "providers": session.providers, "variant": enc.variant,
+        "intra_op_threads": enc.session.session.get_session_options().intra_op_num_threads,
+        "load_s": load_s, "tokenize_s": tokenize_s, "batches": len(batches),
+        "padded_tokens": int(sum(len(b) * max(len(seqs[i]) for i in b) for b in batches)),
+        "runs": runs,
+    }
+
+
+def measure_st(spec_in: dict) -> dict:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from models.batching import plan_batches
+    from models.specs import resolve_model
+    from models.weights import materialize
+
+    spec = resolve_model(spec_in["model"])
+    t0 = time.perf_counter()
+    path = materialize(spec, Path(spec_in["artifact_dir"]) / spec.key)
+    model = SentenceTransformer(str(path), device="cpu")
+    model.max_seq_length = spec.max_seq_length
+    load_s = time.perf_counter() - t0
+    texts = spec_in["texts"]
+    # The same length-sorted batches as the raw run (token counts from the model tokenizer).
+    batches = plan_batches(spec_in["tokens"], spec_in["max_batch_size"], spec_in["max_batch_tokens"])
+
+    def run_batch(idx):
+        return model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
+                            show_progress_bar=False)
+
+    with torch.inference_mode():
+        runs = _timed_batches(batches, run_batch, spec_in["runs"])
+    return {
+        "engine": "sentence-transformers", "torch_threads": torch.get_num_threads(), "load_s": load_s,
+        "batches": len(batches), "runs": runs,
+    }
+
+
+def run_child(kind: str, spec_in: dict, workdir: Path, timeout_s: float = 3600) -> dict:
+    """Run one baseline in a fresh interpreter; its result plus its peak RSS."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path = workdir / f"{kind}-spec.json"
+    spec_path.write_text(json.dumps(spec_in))
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest.engines", kind, "--spec", str(spec_path)],
+        capture_output=True, text=True, timeout=timeout_s, cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} baseline failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.engines")
+    p.add_argument("kind", choices=["raw", "st"])
+    p.add_argument("--spec", required=True)
+    a = p.parse_args(argv)
+    spec_in = json.loads(Path(a.spec).read_text())
+    result = (measure_raw if a.kind == "raw" else measure_st)(spec_in)
+    # Peak resident set of this process over its whole life (Linux reports KiB).
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
