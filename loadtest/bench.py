@@ -112,7 +112,7 @@ def summarize(row: dict) -> dict:
 
 
 def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
-    from loadtest.service import LocalService, RssSampler, proxy_pids
+    from loadtest.service import LocalService, RssSampler, proxy_pids, replica_pids
 
     adir = artifact_dir(a.artifact_dir)
     log("starting a local Ray Serve (own Ray, free loopback ports)")
@@ -164,7 +164,7 @@ def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
         for run in range(a.runs):
             for key, make in plan:
                 c, wl, app = make(run)
-                pids = list(app.replica_pids().values())
+                pids = list(replica_pids(app.name).values())
                 load1 = os.getloadavg()[0]
                 client0 = time.process_time()
                 with RssSampler(pids, cpu_only_pids=proxies) as rss:
@@ -173,7 +173,7 @@ def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
                 lat = rep["latency_ms"]
                 row = rows.setdefault(key, {"name": key, "runs": [], "peak_rss_bytes": 0, "detail": {
                     "workload": rep["workload"], "concurrency": c.concurrency, "transport": c.transport,
-                    "replicas": sorted(app.replica_pids())}})
+                    "replicas": sorted(replica_pids(app.name))}})
                 row["runs"].append({"texts_per_s": rep["texts_per_s"], "tokens_per_s": rep["tokens_per_s"],
                                     "p50": lat["p50"], "p99": lat["p99"], "errors": rep["errors_total"],
                                     "error_kinds": rep["errors"], "seconds": rep["window_s"],
@@ -184,7 +184,7 @@ def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
                 samples.setdefault(key, []).extend(rep.pop("samples", []))
                 log(f"run {run + 1}/{a.runs} {key}: {rep['texts_per_s']:.1f} texts/s, p50 {lat['p50'] or 0:.0f} ms, "
                     f"p99 {lat['p99'] or 0:.0f} ms, errors {rep['errors_total']}")
-        stats = {name: app.get_json("/stats")[1] for name, app in (("nocache", nocache), ("cached", cached))}
+        stats = {name: app.get("/stats")[2] for name, app in (("nocache", nocache), ("cached", cached))}
         rows["_stats"] = stats
     finally:
         log("stopping the service")

@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def _timed_batches(batches: list[list[int]], run_batch, runs: int) -> list[dict]:

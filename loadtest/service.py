@@ -5,50 +5,15 @@ processes of an application, for their memory."""
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import socket
 import threading
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psutil
 
-from serving.cli import GRPC_SERVICERS
+from serving import launch
+from serving.launch import App, free_port
 from serving.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class App:
-    name: str
-    http_url: str
-    grpc_target: str
-    settings: Settings
-
-    @property
-    def grpc_metadata(self) -> list[tuple[str, str]]:
-        return [("application", self.name)]
-
-    def get_json(self, path: str, timeout: float = 15) -> tuple[int, dict | None]:
-        try:
-            with urllib.request.urlopen(self.http_url + path, timeout=timeout) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as err:
-            return err.code, None
-
-    def replica_pids(self) -> dict[str, int]:
-        """{deployment: pid} of this application's Ray Serve replica processes."""
-        return replica_pids(self.name)
 
 
 def replica_pids(app: str) -> dict[str, int]:
@@ -82,61 +47,29 @@ def proxy_pids() -> list[int]:
 
 @dataclass
 class LocalService:
+    """Ray Serve started in this process on free loopback ports, with applications beside
+    each other (e.g. cache on and cache off)."""
+
     http_port: int
     grpc_port: int
     apps: dict[str, App] = field(default_factory=dict)
 
     @classmethod
     def start(cls, num_cpus: int | None = None, object_store_mb: int = 256) -> "LocalService":
-        import ray
-        from ray import serve
-        from ray.serve.config import gRPCOptions, HTTPOptions
-
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        ray.init(
-            # Logical CPUs: each encoder replica reserves one; several apps live side by side.
-            num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-            object_store_memory=object_store_mb << 20,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
+        # Logical CPUs: each encoder replica reserves one; several apps live side by side.
+        launch.start_ray(num_cpus=num_cpus or max(4, os.cpu_count() or 1), object_store_mb=object_store_mb)
         self = cls(free_port(), free_port())
-        serve.start(
-            http_options=HTTPOptions(host="127.0.0.1", port=self.http_port),
-            grpc_options=gRPCOptions(port=self.grpc_port, grpc_servicer_functions=GRPC_SERVICERS),
-        )
+        launch.start_serve("127.0.0.1", self.http_port, self.grpc_port)
         return self
 
     def deploy(self, name: str, route_prefix: str, timeout_s: float = 300, **overrides) -> App:
-        from ray import serve
-
-        from serving.app import build_app
-
-        settings = Settings(**overrides)
-        serve.run(build_app(settings=settings), name=name, route_prefix=route_prefix, blocking=False)
-        prefix = "" if route_prefix == "/" else route_prefix
-        app = App(name, f"http://127.0.0.1:{self.http_port}{prefix}", f"127.0.0.1:{self.grpc_port}", settings)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if app.get_json("/ready")[0] == 200:
-                    self.apps[name] = app
-                    return app
-            except OSError:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"app {name} was not ready within {timeout_s:.0f} s")
+        app = launch.run_app(Settings(**overrides), name, route_prefix, self.http_port, self.grpc_port)
+        self.apps[name] = app.wait_ready(timeout_s)
+        return app
 
     def stop(self) -> None:
-        import ray
-        from ray import serve
-
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
+        launch.stop()
 
 
 class RssSampler:

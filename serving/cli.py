@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -13,12 +12,9 @@ from pathlib import Path
 from models.artifacts import ModelArtifacts
 from models.errors import ArtifactsMissing
 from models.specs import REGISTRY, resolve_model
+from serving.launch import App, run_app, start_ray, start_serve, stop
 from serving.settings import Settings
 
-GRPC_SERVICERS = [
-    "serving.grpc_gen.embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server",
-    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
-]
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -55,51 +51,28 @@ def ensure_exported(s: Settings) -> None:
             export_model(spec, s.artifact_dir, int8_weights=s.variant == "int8")
 
 
-def start(s: Settings):
-    """Start (or join) Ray and run the application; returns once it is serving."""
-    import ray
-    from ray import serve
-    from ray.serve.config import gRPCOptions, HTTPOptions
-
-    from serving.app import build_app
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if s.ray_address:
-        ray.init(address=s.ray_address, logging_level=logging.WARNING)
-    else:
-        ray.init(
-            num_cpus=os.cpu_count(),
-            object_store_memory=s.object_store_mb << 20,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-        )
-    serve.start(
-        http_options=HTTPOptions(host=s.host, port=s.http_port),
-        # No servicer functions: Ray starts no gRPC server.
-        grpc_options=gRPCOptions(port=s.grpc_port or 9000, grpc_servicer_functions=GRPC_SERVICERS if s.grpc_port else []),
-    )
-    serve.run(build_app(settings=s), name="embedserve", route_prefix="/", blocking=False)
+def start(s: Settings) -> App:
+    """Start (or join) Ray, start Ray Serve's proxies and run the application."""
+    start_ray(s.ray_address, object_store_mb=s.object_store_mb)
+    start_serve(s.host, s.http_port, s.grpc_port)
+    return run_app(s)
 
 
 def serve_command(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     s = Settings(**overrides)
     ensure_exported(s)
-    start(s)
+    start(s).wait_ready()
     print(f"embedserve is serving {', '.join(s.models)}", flush=True)
     print(f"  HTTP  http://{s.host}:{s.http_port}/v1/embeddings   (OpenAI-compatible)", flush=True)
     print(f"  gRPC  {s.host}:{s.grpc_port}   embedserve.v1.EmbeddingService", flush=True)
     print("Ctrl-C stops it.", flush=True)
-    stop = threading.Event()
+    stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+        signal.signal(sig, lambda *_: stopping.set())
+    stopping.wait()
     print("shutting down: draining requests in flight", flush=True)
-    from ray import serve
-    import ray
-
-    serve.shutdown()
-    ray.shutdown()
+    stop()
     return 0
 
 
