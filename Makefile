@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 TEST_ARTIFACTS := $(CURDIR)/.artifacts
 TEST_MODELS := all-MiniLM-L6-v2 all-mpnet-base-v2
 
-.PHONY: help install serve test export bench bench-quick profile redis-server tools proto openapi clean
+.PHONY: help install serve test export bench bench-quick profile soak redis-server tools proto openapi clean
 
 help:
 	@echo "make serve   install, export the default model if missing, serve HTTP :8000 and gRPC :9000"
@@ -66,6 +66,14 @@ bench-quick: install export
 
 profile: install export
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.profile
+
+# Longer reliability runs: memory soak (SOAK_S seconds), 30 s overload, 1000 fuzz cases
+# per strategy, and the stop-signal drain tests.
+SOAK_S ?= 180
+soak: install redis-server export
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) EMBEDSERVE_SOAK_S=$(SOAK_S) EMBEDSERVE_OVERLOAD_S=30 \
+	EMBEDSERVE_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -p no:cacheprovider -s \
+	  tests/test_soak.py tests/test_overload_soak.py tests/test_faults.py tests/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) .artifacts .tools

@@ -103,4 +103,5 @@ def resolve_model(name: str, registry: tuple[ModelSpec, ...] = REGISTRY) -> Mode
         if wanted in {spec.id.lower(), spec.key, *(a.lower() for a in spec.aliases)}:
             return spec
     known = ", ".join(s.id for s in registry)
-    raise ModelNotFound(f"The model '{name}' does not exist. Known models: {known}.", param="model")
+    shown = name if len(name) <= 100 else name[:100] + "..."
+    raise ModelNotFound(f"The model '{shown}' does not exist. Known models: {known}.", param="model")

@@ -69,7 +69,12 @@ class TextTokenizer:
         """Token ids are taken as given (special tokens included), then truncated like text."""
         seqs = []
         for i, ids in enumerate(id_lists):
-            arr = np.asarray(ids, dtype=np.int64)
+            try:
+                arr = np.asarray(ids, dtype=np.int64)
+            except OverflowError:
+                raise InvalidInput(
+                    f"input[{i}] has a token id outside the vocabulary (0..{self.vocab_size - 1}).", param="input"
+                ) from None
             if arr.ndim != 1 or arr.size == 0:
                 raise InvalidInput(f"input[{i}] must be a non-empty list of token ids.", param="input")
             if arr.min() < 0 or arr.max() >= self.vocab_size:

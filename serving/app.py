@@ -147,7 +147,7 @@ class Ingress:
             yield response
 
     def ListModels(self, request, grpc_context):  # noqa: N802
-        return grpc_api.list_models(self.frontend, grpc_context)
+        return grpc_api.list_models(self.frontend, grpc_context, request)
 
     # ---- gRPC: grpc.health.v1.Health, for Kubernetes probes ----------------------------------
     async def Check(self, request):  # noqa: N802

@@ -61,15 +61,23 @@ def start(s: Settings) -> App:
 def serve_command(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     s = Settings(**overrides)
+    stopping = threading.Event()
+
+    def trap_signals() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopping.set())
+
+    # From the start: the app answers before wait_ready() returns, and a signal in that window
+    # would otherwise kill the process with requests in flight.
+    trap_signals()
     ensure_exported(s)
-    start(s).wait_ready()
+    app = start(s)
+    trap_signals()  # ray.init() installs its own SIGTERM handler (sys.exit): take it back
+    app.wait_ready()
     print(f"embedserve is serving {', '.join(s.models)}", flush=True)
     print(f"  HTTP  http://{s.host}:{s.http_port}/v1/embeddings   (OpenAI-compatible)", flush=True)
     print(f"  gRPC  {s.host}:{s.grpc_port}   embedserve.v1.EmbeddingService", flush=True)
     print("Ctrl-C stops it.", flush=True)
-    stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
     stopping.wait()
     print("shutting down: draining requests in flight", flush=True)
     stop()

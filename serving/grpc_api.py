@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator
 
+import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
-from models.errors import EmbedError, InvalidOption
+from models.errors import EmbedError, InvalidInput, InvalidOption, PayloadTooLarge
 from models.postprocess import EncodingFormat, OutputOptions
 from models.tokenizer import Truncate
 from serving.errors import as_embed_error, grpc_code
@@ -33,6 +35,37 @@ TRUNCATE = {
 }
 STREAM_CHUNK = 256
 STREAM_PARALLEL = 4
+
+
+def add_embedding_service(servicer, server) -> None:
+    """The generated add_EmbeddingServiceServicer_to_server, except that requests reach the
+    ingress as raw bytes and are parsed there (`parse`): Ray's gRPC proxy would otherwise
+    parse them itself, answer an undecodable message with UNKNOWN, and take up to 2 GiB."""
+    handlers = {
+        "Embed": grpc.unary_unary_rpc_method_handler(
+            servicer.Embed, request_deserializer=None, response_serializer=pb.EmbedResponse.SerializeToString
+        ),
+        "EmbedStream": grpc.unary_stream_rpc_method_handler(
+            servicer.EmbedStream, request_deserializer=None, response_serializer=pb.EmbedResponse.SerializeToString
+        ),
+        "ListModels": grpc.unary_unary_rpc_method_handler(
+            servicer.ListModels, request_deserializer=None, response_serializer=pb.ListModelsResponse.SerializeToString
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("embedserve.v1.EmbeddingService", handlers),))
+    server.add_registered_method_handlers("embedserve.v1.EmbeddingService", handlers)
+
+
+def parse(fe: Frontend, request, message=pb.EmbedRequest):
+    """A request as raw bytes (see add_embedding_service) -> the message; bad bytes are INVALID_ARGUMENT."""
+    if not isinstance(request, (bytes, bytearray)):
+        return request
+    if len(request) > fe.max_payload_bytes:
+        raise PayloadTooLarge(f"The request message is over the limit of {fe.max_payload_bytes} bytes.")
+    try:
+        return message.FromString(bytes(request))
+    except DecodeError as exc:
+        raise InvalidInput(f"The request is not a valid {message.DESCRIPTOR.full_name} message: {exc}") from None
 
 
 def job_from_proto(req: pb.EmbedRequest, texts: list[str] | None = None) -> EmbedJob:
@@ -79,6 +112,7 @@ def timing_metadata(outcome: EmbedOutcome) -> list[tuple[str, str]]:
 async def embed(fe: Frontend, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
     try:
         fe.authenticate(_metadata(context).get("authorization"))
+        request = parse(fe, request)
         job = job_from_proto(request)
         outcome = await fe.pipeline.embed(job)
     except Exception as exc:
@@ -92,6 +126,7 @@ async def embed_stream(fe: Frontend, request: pb.EmbedRequest, context) -> Async
     """Any number of texts, answered in chunks as they finish (each embedding has its index)."""
     try:
         fe.authenticate(_metadata(context).get("authorization"))
+        request = parse(fe, request)
         texts = list(request.texts)
         size = request.chunk_size or STREAM_CHUNK
         jobs = [(i, job_from_proto(request, texts[i : i + size])) for i in range(0, len(texts), size)]
@@ -107,12 +142,17 @@ async def embed_stream(fe: Frontend, request: pb.EmbedRequest, context) -> Async
         for next_done in asyncio.as_completed([run(o, j) for o, j in jobs]):
             yield await next_done
     except Exception as exc:
-        fail(context, as_embed_error(exc))
+        err = as_embed_error(exc)
+        fail(context, err)
+        # A stream that just ends is an OK status to the caller, whatever the context says:
+        # raise, so Ray's proxy sends the code set above (it wraps it in gRPCStatusError).
+        raise err from None
 
 
-def list_models(fe: Frontend, context) -> pb.ListModelsResponse:
+def list_models(fe: Frontend, context, request=None) -> pb.ListModelsResponse:
     try:
         fe.authenticate(_metadata(context).get("authorization"))
+        parse(fe, request, pb.ListModelsRequest)
     except EmbedError as err:
         fail(context, err)
         return pb.ListModelsResponse()

@@ -115,9 +115,32 @@ async def read_json(request: Request, limit: int) -> object:
     if too_big:
         raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
     try:
-        return json.loads(body)
+        obj = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise InvalidInput(f"The request body is not valid JSON: {str(exc)[:200]}") from None
+    reject_lone_surrogates(obj)
+    return obj
+
+
+def reject_lone_surrogates(obj: object) -> None:
+    """JSON may escape half a UTF-16 pair ("\\ud800"); Python keeps it as a lone surrogate,
+    which is not Unicode text and breaks the tokenizer and the JSON encoder alike."""
+    stack = [obj]
+    while stack:  # iterative: json.loads allows nesting deeper than Python's recursion
+        x = stack.pop()
+        if isinstance(x, str):
+            if not x.isascii():
+                try:
+                    x.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidInput(
+                        "The request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode."
+                    ) from None
+        elif isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
 
 
 def parse_body(model, obj: object):

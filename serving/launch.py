@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from serving.settings import Settings
 
 GRPC_SERVICERS = [
-    "serving.grpc_gen.embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server",
+    "serving.grpc_api.add_embedding_service",
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
 
@@ -62,6 +62,11 @@ def stop() -> None:
     from ray import serve
 
     try:
+        # serve.shutdown() alone tears the proxies down with requests in flight (their clients
+        # get a closed connection). Deleting the applications first lets every replica finish
+        # what it holds (graceful_shutdown_timeout_s) while the proxies carry the answers back.
+        for name in serve.status().applications:
+            serve.delete(name, _blocking=True)
         serve.shutdown()
     finally:
         ray.shutdown()

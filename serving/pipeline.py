@@ -131,7 +131,7 @@ class Pipeline:
         if rt is None:
             served = ", ".join(r.spec.id for r in self.runtimes.values())
             raise ModelNotFound(
-                f"The model '{model}' is not served here. Served models: {served}.", param="model"
+                f"The model '{model[:100]}' is not served here. Served models: {served}.", param="model"
             )
         return rt
 
@@ -150,7 +150,9 @@ class Pipeline:
 
     async def tokenize(self, rt: ModelRuntime, job: EmbedJob) -> list[np.ndarray]:
         if job.texts is not None:
-            if len(job.texts) <= 8:
+            # Inline only when small: a multi-megabyte text takes seconds to tokenize and would
+            # stall every other request on this replica's event loop.
+            if len(job.texts) <= 8 and sum(len(t) for t in job.texts) <= 64 * 1024:
                 return rt.tokenizer.encode(job.texts, job.truncate)
             return await asyncio.to_thread(rt.tokenizer.encode, job.texts, job.truncate)
         return rt.tokenizer.encode_ids(job.token_ids, job.truncate)

@@ -108,7 +108,7 @@ http_options:
 grpc_options:
   port: 9000
   grpc_servicer_functions:
-    - serving.grpc_gen.embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server
+    - serving.grpc_api.add_embedding_service
     - grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server
 logging_config:
   encoding: {{ $s.logEncoding }}
