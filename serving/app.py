@@ -68,8 +68,7 @@ class EncoderReplica:
             self.encoder.max_batch_size = int(config["max_batch_size"])
         if "max_batch_tokens" in config:
             self.encoder.max_batch_tokens = int(config["max_batch_tokens"])
-            # A scheduling round gathers up to a few ORT runs' worth of tokens.
-            self._batched.set_max_batch_size(4 * self.encoder.max_batch_tokens)
+            self._batched.set_max_batch_size(Settings(max_batch_tokens=self.encoder.max_batch_tokens).round_tokens)
         if "batch_wait_timeout_ms" in config:
             self._batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_ms"]) / 1000)
 
@@ -122,7 +121,7 @@ class Ingress:
             cache,
             max_inputs=s.max_inputs,
             chunk_size=s.chunk_size,
-            max_chunk_tokens=s.max_batch_tokens,
+            max_chunk_tokens=s.round_tokens,
             max_in_flight=s.max_ongoing_requests,
             retry_after_s=s.retry_after_s,
         )

@@ -43,8 +43,10 @@ class Settings(BaseSettings):
     ingress_replicas: int = Field(1, ge=1, description="HTTP/gRPC ingress replicas.")
 
     # Dynamic batching (retunable live through the deployment's user_config).
-    max_batch_size: int = Field(32, ge=1, description="Most texts in one ONNX Runtime run.")
-    max_batch_tokens: int = Field(8192, ge=64, description="Most padded tokens in one ONNX Runtime run.")
+    max_batch_size: int = Field(64, ge=1, description="Most texts in one ONNX Runtime run.")
+    max_batch_tokens: int = Field(
+        1024, ge=512, description="Most padded tokens in one ONNX Runtime run (a batching round gathers 4x this)."
+    )
     batch_wait_timeout_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill up.")
     chunk_size: int = Field(64, ge=1, description="Texts per encoder call when a request is split.")
 
@@ -73,6 +75,12 @@ class Settings(BaseSettings):
     object_store_mb: int = Field(512, ge=75, description="Object store of a local Ray instance.")
 
     _split_models = field_validator("models", "providers", mode="before")(_split)
+
+    @property
+    def round_tokens(self) -> int:
+        """Tokens one dynamic-batching round gathers from concurrent calls before it runs them
+        as several length-sorted ONNX Runtime runs; also the most tokens of one encoder call."""
+        return 4 * self.max_batch_tokens
 
     def api_key_set(self) -> frozenset[str]:
         keys = set()
