@@ -6,6 +6,11 @@ dynamic batcher.
 
 from __future__ import annotations
 
+# Measured on 2 CPU cores (all-MiniLM-L6-v2, real texts of ~59 tokens): up to 64 texts and
+# 1,024 padded tokens per ONNX Runtime run gave 121 texts/s; 32 / 8,192 gave 112.
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_BATCH_TOKENS = 1024
+
 
 def padded_tokens(lengths: list[int]) -> int:
     """Tokens a batch costs once padded to its longest row."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from models.artifacts import ModelArtifacts
-from models.batching import plan_batches
+from models.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
 from models.pooling import pool
 from models.postprocess import OutputOptions, postprocess
 from models.session import EncoderSession, create_session
@@ -48,8 +48,8 @@ class Encoder:
         variant: str = "optimized",
         providers: list[str] | str = "auto",
         intra_op_threads: int = 0,
-        max_batch_size: int = 32,
-        max_batch_tokens: int = 8192,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     ):
         self.spec = spec
         self.artifacts = artifacts

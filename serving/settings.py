@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.artifacts import default_artifact_dir
+from models.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
 from models.specs import DEFAULT_MODEL
 
 CommaList = Annotated[list[str], NoDecode]
@@ -43,9 +44,9 @@ class Settings(BaseSettings):
     ingress_replicas: int = Field(1, ge=1, description="HTTP/gRPC ingress replicas.")
 
     # Dynamic batching (retunable live through the deployment's user_config).
-    max_batch_size: int = Field(64, ge=1, description="Most texts in one ONNX Runtime run.")
+    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, description="Most texts in one ONNX Runtime run.")
     max_batch_tokens: int = Field(
-        1024, ge=512, description="Most padded tokens in one ONNX Runtime run (a batching round gathers 4x this)."
+        DEFAULT_MAX_BATCH_TOKENS, ge=512, description="Most padded tokens in one ONNX Runtime run (a batching round gathers 16x this)."
     )
     batch_wait_timeout_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill up.")
     chunk_size: int = Field(64, ge=1, description="Texts per encoder call when a request is split.")
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
     def round_tokens(self) -> int:
         """Tokens one dynamic-batching round gathers from concurrent calls before it runs them
         as several length-sorted ONNX Runtime runs; also the most tokens of one encoder call."""
-        return 4 * self.max_batch_tokens
+        return 16 * self.max_batch_tokens
 
     def api_key_set(self) -> frozenset[str]:
         keys = set()
