@@ -4,7 +4,7 @@ on the same machine, in one run, on the corpus the repository carries.
   (1) raw ceiling   the ONNX Runtime session the service uses (variant, providers, batch
                     limits from the service's settings), in-process, pre-tokenized texts,
                     length-sorted batches, no server
-  (2) sentence-transformers `encode`, the same texts in the same batches
+  (2) sentence-transformers `encode`, the same texts, batched as it batches them (sorted, 32)
   (3) the service (its own local Ray Serve, started here on free loopback ports):
       bulk HTTP (64 texts a request), single texts at concurrency 32 (dynamic batching),
       gRPC bulk, and cache hits (the same texts again) next to cache misses (unique texts)
@@ -194,7 +194,7 @@ def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
 
 LABELS = {
     "raw": "(1) raw ceiling: ONNX Runtime session, in-process",
-    "st": "(2) sentence-transformers encode",
+    "st": "(2) sentence-transformers encode (its own batching: sorted, 32)",
     "bulk_http": "(3) service, bulk HTTP",
     "single_c32": "(3) service, single text, concurrency 32",
     "grpc_bulk": "(3) service, gRPC bulk",
@@ -248,7 +248,7 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         "",
         "Notes:",
         "- (1) and (2) run in fresh child processes of the benchmark (peak RSS is that process's); their p50/p99 are per "
-        f"ONNX Runtime / `encode` batch of up to {meta['max_batch_size']} texts, not per request. (1) excludes tokenization "
+        f"ONNX Runtime batch (up to {meta['max_batch_size']} texts) / `encode` batch (32 texts), not per request. (1) excludes tokenization "
         f"({meta['raw_tokenize_s']:.2f} s for these texts); (2) includes it.",
         f"- (3) p50/p99 are per request, client-observed. Bulk: {a.bulk_size} texts a request, {a.bulk_concurrency} requests in flight; "
         f"single: 1 text a request, {a.single_concurrency} in flight. Floats as JSON (HTTP) / repeated float (gRPC). "
@@ -278,6 +278,9 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         markdown_table({LABELS[k].replace("(3) service, ", ""): v for k, v in stages.items() if v}),
         "",
     ]
+    findings = ROOT / "loadtest" / "FINDINGS.md"
+    if findings.is_file():  # the hand-written analysis of the profile, after the measured tables
+        lines += [findings.read_text().rstrip(), ""]
     return "\n".join(lines)
 
 

@@ -78,7 +78,6 @@ def measure_st(spec_in: dict) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from models.batching import plan_batches
     from models.specs import resolve_model
     from models.weights import materialize
 
@@ -89,8 +88,10 @@ def measure_st(spec_in: dict) -> dict:
     model.max_seq_length = spec.max_seq_length
     load_s = time.perf_counter() - t0
     texts = spec_in["texts"]
-    # The same length-sorted batches as the raw run (token counts from the model tokenizer).
-    batches = plan_batches(spec_in["tokens"], spec_in["max_batch_size"], spec_in["max_batch_tokens"])
+    # What `model.encode(texts, batch_size=32)` does by itself: sort by text length (longest
+    # first), then batches of 32. (Our token-budget plan would hand it the engine's own trick.)
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    batches = [order[i : i + ST_BATCH_SIZE] for i in range(0, len(order), ST_BATCH_SIZE)]
 
     def run_batch(idx):
         return model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
@@ -102,6 +103,9 @@ def measure_st(spec_in: dict) -> dict:
         "engine": "sentence-transformers", "torch_threads": torch.get_num_threads(), "load_s": load_s,
         "batches": len(batches), "runs": runs,
     }
+
+
+ST_BATCH_SIZE = 32  # sentence-transformers' default
 
 
 def run_child(kind: str, spec_in: dict, workdir: Path, timeout_s: float = 3600) -> dict:
