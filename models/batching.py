@@ -10,6 +10,14 @@ from __future__ import annotations
 # 1,024 padded tokens per ONNX Runtime run gave 121 texts/s; 32 / 8,192 gave 112.
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_BATCH_TOKENS = 1024
+# A dynamic-batching round gathers this many ONNX Runtime runs' worth of tokens from concurrent
+# calls, so requests that arrive together are length-sorted together.
+RUNS_PER_ROUND = 16
+
+
+def round_tokens(max_batch_tokens: int) -> int:
+    """Tokens one batching round gathers; also the most tokens of one encoder call."""
+    return RUNS_PER_ROUND * max_batch_tokens
 
 
 def padded_tokens(lengths: list[int]) -> int:

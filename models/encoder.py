@@ -22,7 +22,6 @@ class EncodeStats:
     """What one `encode` call did, for metrics and timing headers."""
 
     batches: int = 0
-    rows: int = 0
     tokens: int = 0
     padded_tokens: int = 0
     inference_s: float = 0.0
@@ -82,7 +81,6 @@ class Encoder:
             if stats is not None:
                 stats.inference_s += time.perf_counter() - t0
                 stats.batches += 1
-                stats.rows += len(batch)
                 stats.tokens += int(mask.sum())
                 stats.padded_tokens += mask.size
                 stats.batch_sizes.append(len(batch))

@@ -70,6 +70,13 @@ class NotReady(EmbedError):
     code = "unavailable"
 
 
+class InternalError(EmbedError):
+    """Something failed inside the server; the message says nothing more (the log does)."""
+
+    kind = "server_error"
+    code = "internal_error"
+
+
 class ArtifactsMissing(EmbedError):
     """The ONNX artifacts for a model have not been exported."""
 

@@ -20,7 +20,6 @@ import numpy as np
 from models.artifacts import MANIFEST_VERSION, VARIANT_FILES, ModelArtifacts, model_dir
 from models.calibration import fit_int8_scales
 from models.corpus import calibration_texts, evaluation_texts
-from models.errors import ArtifactsMissing
 from models.pooling import l2_normalize
 from models.quality import measure as measure_quality
 from models.specs import ModelSpec
@@ -260,5 +259,3 @@ def _opset(path: Path) -> int:
     model = onnx.load(str(path), load_external_data=False)
     return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
-
-__all__ = ["export_model", "is_complete", "ArtifactsMissing"]

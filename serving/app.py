@@ -12,6 +12,7 @@ from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from models.artifacts import ModelArtifacts
+from models.batching import round_tokens
 from models.encoder import EncodeStats, Encoder
 from models.specs import resolve_model
 from serving import grpc_api
@@ -68,7 +69,7 @@ class EncoderReplica:
             self.encoder.max_batch_size = int(config["max_batch_size"])
         if "max_batch_tokens" in config:
             self.encoder.max_batch_tokens = int(config["max_batch_tokens"])
-            self._batched.set_max_batch_size(Settings(max_batch_tokens=self.encoder.max_batch_tokens).round_tokens)
+            self._batched.set_max_batch_size(round_tokens(self.encoder.max_batch_tokens))
         if "batch_wait_timeout_ms" in config:
             self._batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_ms"]) / 1000)
 
@@ -121,12 +122,13 @@ class Ingress:
             cache,
             max_inputs=s.max_inputs,
             chunk_size=s.chunk_size,
-            max_chunk_tokens=s.round_tokens,
+            max_chunk_tokens=round_tokens(s.max_batch_tokens),
             max_in_flight=s.max_ongoing_requests,
             retry_after_s=s.retry_after_s,
         )
-        self.frontend = Frontend(pipeline, s.api_key_set(), s.max_payload_bytes, probe=self._probe)
-        self.metrics = IngressMetrics()
+        self.frontend = Frontend(
+            pipeline, s.api_key_set(), s.max_payload_bytes, probe=self._probe, metrics=IngressMetrics()
+        )
         self.timeout_s = s.request_timeout_s
         _Replica.frontend = self.frontend
 

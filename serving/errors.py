@@ -11,6 +11,7 @@ from models.errors import (
     ArtifactsMissing,
     EmbedError,
     InputTooLong,
+    InternalError,
     InvalidInput,
     InvalidOption,
     ModelNotFound,
@@ -34,6 +35,7 @@ HTTP_STATUS: dict[type[EmbedError], int] = {
     Overloaded: 429,
     NotReady: 503,
     ArtifactsMissing: 503,
+    InternalError: 500,
 }
 
 GRPC_CODE: dict[type[EmbedError], grpc.StatusCode] = {
@@ -47,6 +49,7 @@ GRPC_CODE: dict[type[EmbedError], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotReady: grpc.StatusCode.UNAVAILABLE,
     ArtifactsMissing: grpc.StatusCode.UNAVAILABLE,
+    InternalError: grpc.StatusCode.INTERNAL,
 }
 
 
@@ -81,6 +84,4 @@ def as_embed_error(exc: BaseException) -> EmbedError:
     if isinstance(exc, TimeoutError):
         return NotReady("The request did not finish within the server's deadline; retry it.")
     log.exception("unexpected error", exc_info=exc)
-    err = EmbedError("The server had an internal error while processing the request.")
-    err.kind, err.code = "server_error", "internal_error"
-    return err
+    return InternalError("The server had an internal error while processing the request.")

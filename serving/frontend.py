@@ -8,7 +8,8 @@ from typing import Awaitable, Callable
 
 from models.errors import NotReady
 from serving.auth import check_bearer
-from serving.pipeline import ModelRuntime, Pipeline
+from serving.errors import as_embed_error
+from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
 
 INT8_RULE = "q = clip(round(x * 127 / scale), -127, 127) on the unit vector of the requested dimensions; x ~= q * scale / 127; uint8 = q + 128"
 
@@ -37,7 +38,24 @@ class Frontend:
     # Probes one model's encoders end to end; True when they answered.
     probe: Callable[[str], Awaitable[bool]] | None = None
     ready_ttl_s: float = 2.0
+    # Records each outcome (serving.metrics.IngressMetrics in a replica; None in plain tests).
+    metrics: object | None = None
     _ready_cache: dict = field(default_factory=dict)
+
+    async def embed(self, job: EmbedJob, transport: str) -> EmbedOutcome:
+        """The pipeline, for either transport: any failure leaves as a core error (Ray's
+        included), and every outcome is counted. Labels stay bounded: the served model's id on
+        success ("none" with the error code on failure), never the caller's model string."""
+        try:
+            outcome = await self.pipeline.embed(job)
+        except Exception as exc:
+            err = as_embed_error(exc)
+            if self.metrics is not None:
+                self.metrics.record("none", transport, status=err.code or "error")
+            raise err from None
+        if self.metrics is not None:
+            self.metrics.record(outcome.model_id, transport, outcome, "ok", job.count)
+        return outcome
 
     def authenticate(self, header: str | None) -> None:
         check_bearer(self.api_keys, header)

@@ -114,7 +114,7 @@ async def embed(fe: Frontend, request: pb.EmbedRequest, context) -> pb.EmbedResp
         fe.authenticate(_metadata(context).get("authorization"))
         request = parse(fe, request)
         job = job_from_proto(request)
-        outcome = await fe.pipeline.embed(job)
+        outcome = await fe.embed(job, "grpc")
     except Exception as exc:
         fail(context, as_embed_error(exc))
         return pb.EmbedResponse()
@@ -137,7 +137,7 @@ async def embed_stream(fe: Frontend, request: pb.EmbedRequest, context) -> Async
 
         async def run(offset: int, job: EmbedJob) -> pb.EmbedResponse:
             async with gate:
-                return to_proto(await fe.pipeline.embed(job), job.options.encoding_format, offset)
+                return to_proto(await fe.embed(job, "grpc"), job.options.encoding_format, offset)
 
         for next_done in asyncio.as_completed([run(o, j) for o, j in jobs]):
             yield await next_done
@@ -176,14 +176,8 @@ def list_models(fe: Frontend, context, request=None) -> pb.ListModelsResponse:
 
 
 def _flat_quality(quality: dict) -> list[tuple[str, float]]:
-    """The manifest's quality table as (option, share kept) pairs."""
-    out = []
-    for key, value in quality.items():
-        if isinstance(value, (int, float)):
-            out.append((key, float(value)))
-        elif isinstance(value, dict) and "top10_kept" in value:
-            out.append((key, float(value["top10_kept"])))
-    return out
+    """The manifest's quality table as (option, share kept) pairs (metadata entries have none)."""
+    return [(k, float(v["top10_kept"])) for k, v in quality.items() if "top10_kept" in v]
 
 
 async def health_check(fe: Frontend) -> health_pb2.HealthCheckResponse:

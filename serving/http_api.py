@@ -205,10 +205,7 @@ def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
         fe = await authorized(request)
         req = parse_body(EmbeddingRequest, await read_json(request, fe.max_payload_bytes))
         job = job_from_request(req)
-        try:
-            outcome = await fe.pipeline.embed(job)
-        except Exception as exc:  # Ray's errors become core errors here, once
-            raise as_embed_error(exc) from None
+        outcome = await fe.embed(job, "http")
         return Response(
             render(outcome, job.options.encoding_format),
             media_type="application/json",

@@ -77,12 +77,6 @@ class Settings(BaseSettings):
 
     _split_models = field_validator("models", "providers", mode="before")(_split)
 
-    @property
-    def round_tokens(self) -> int:
-        """Tokens one dynamic-batching round gathers from concurrent calls before it runs them
-        as several length-sorted ONNX Runtime runs; also the most tokens of one encoder call."""
-        return 16 * self.max_batch_tokens
-
     def api_key_set(self) -> frozenset[str]:
         keys = set()
         if self.api_keys is not None:
