@@ -4,7 +4,6 @@ per model. `build_app` is the import path for `serve run` and the Helm chart."""
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from ray import serve
@@ -12,6 +11,7 @@ from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from models.artifacts import ModelArtifacts
+from models.batcher import ContinuousBatcher, RoundInfo
 from models.batching import round_tokens
 from models.encoder import EncodeStats, Encoder
 from models.specs import resolve_model
@@ -24,28 +24,12 @@ from serving.pipeline import ModelRuntime, Pipeline
 from serving.settings import Settings
 
 
-def batch_tokens(items: list[list[np.ndarray]]) -> int:
-    """@serve.batch's size of a batch: its real tokens, not its request count."""
-    return sum(len(s) for seqs in items for s in seqs)
+class LocalEncoder:
+    """One model run in this process: the encoder behind a continuous batcher. An encoder
+    replica holds one; with `encoder_placement=ingress` the ingress replica holds them itself
+    (no Ray hop per call)."""
 
-
-def split_results(vectors: np.ndarray, items: list[list[np.ndarray]], info: dict) -> list[tuple[np.ndarray, dict]]:
-    """One batched result back into one answer per call, in call order."""
-    out, start = [], 0
-    for seqs in items:
-        out.append((vectors[start : start + len(seqs)], info))
-        start += len(seqs)
-    return out
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 1}, health_check_period_s=5)
-class EncoderReplica:
-    """Runs one model. Calls arriving together are batched by tokens, then planned into
-    length-sorted ONNX Runtime runs."""
-
-    def __init__(self, model: str, settings: dict):
-        s = Settings(**settings)
-        spec = resolve_model(model)
+    def __init__(self, spec, s: Settings):
         self.encoder = Encoder(
             spec,
             ModelArtifacts.load(s.artifact_dir, spec),
@@ -55,39 +39,46 @@ class EncoderReplica:
             max_batch_size=s.max_batch_size,
             max_batch_tokens=s.max_batch_tokens,
         )
-        # One inference at a time per replica; ORT parallelizes inside the run.
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
         self.metrics = EncoderMetrics(spec.id)
-        self.reconfigure(
-            {"max_batch_tokens": s.max_batch_tokens, "max_batch_size": s.max_batch_size,
-             "batch_wait_timeout_ms": s.batch_wait_timeout_ms}
+        self.batcher = ContinuousBatcher(
+            self._round, round_tokens(s.max_batch_tokens), s.batch_wait_timeout_ms / 1000, self.metrics.record
         )
 
+    def _round(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, EncodeStats]:
+        stats = EncodeStats()
+        return self.encoder.encode_ids(seqs, stats), stats
+
     def reconfigure(self, config: dict) -> None:
-        """Batch size, token budget and wait time, retunable live through user_config."""
         if "max_batch_size" in config:
             self.encoder.max_batch_size = int(config["max_batch_size"])
         if "max_batch_tokens" in config:
             self.encoder.max_batch_tokens = int(config["max_batch_tokens"])
-            self._batched.set_max_batch_size(round_tokens(self.encoder.max_batch_tokens))
+            self.batcher.max_round_tokens = round_tokens(self.encoder.max_batch_tokens)
         if "batch_wait_timeout_ms" in config:
-            self._batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_ms"]) / 1000)
+            self.batcher.max_wait_s = float(config["batch_wait_timeout_ms"]) / 1000
 
-    async def encode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, dict]:
-        return await self._batched(seqs)
+    async def encode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
+        return await self.batcher.submit(seqs)
 
-    @serve.batch(max_batch_size=32768, batch_wait_timeout_s=0.005, batch_size_fn=batch_tokens)
-    async def _batched(self, items: list[list[np.ndarray]]) -> list[tuple[np.ndarray, dict]]:
-        flat = [s for seqs in items for s in seqs]
-        stats = EncodeStats()
-        loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self.pool, self.encoder.encode_ids, flat, stats)
-        self.metrics.record(stats)
-        info = {"inference_s": stats.inference_s, "batch_texts": len(flat), "batch_calls": len(items)}
-        return split_results(vectors, items, info)
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, health_check_period_s=5)
+class EncoderReplica:
+    """Runs one model. Concurrent calls share rounds (continuous batching, by tokens); a round
+    is planned into length-sorted ONNX Runtime runs."""
+
+    def __init__(self, model: str, settings: dict):
+        self.local = LocalEncoder(resolve_model(model), Settings(**settings))
+
+    def reconfigure(self, config: dict) -> None:
+        """Batch size, token budget and wait time, retunable live through user_config."""
+        self.local.reconfigure(config)
+
+    async def encode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
+        return await self.local.encode(seqs)
 
     def check_health(self) -> None:
-        self.encoder.encode_ids(self.encoder.tokenize(["ok"]))
+        enc = self.local.encoder
+        enc.encode_ids(enc.tokenize(["ok"]))
 
 
 class _Replica:
@@ -106,9 +97,12 @@ class Ingress:
         s = Settings(**settings)
         self.encoders = encoders
         runtimes = {}
+        self.local: dict[str, LocalEncoder] = {}
         for name in s.models:
             spec = resolve_model(name)
             runtimes[spec.key] = ModelRuntime.load(spec, ModelArtifacts.load(s.artifact_dir, spec), s.variant)
+            if spec.key not in encoders:
+                self.local[spec.key] = LocalEncoder(spec, s)
         cache = build_cache(
             s.cache,
             s.redis_url.get_secret_value() if s.redis_url else None,
@@ -132,11 +126,13 @@ class Ingress:
         self.timeout_s = s.request_timeout_s
         _Replica.frontend = self.frontend
 
-    async def _encode(self, key: str, seqs: list[np.ndarray]) -> tuple[np.ndarray, dict]:
+    async def _encode(self, key: str, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
+        if key in self.local:
+            return await self.local[key].encode(seqs)
         return await asyncio.wait_for(self.encoders[key].encode.remote(seqs), self.timeout_s)
 
     async def _probe(self, key: str) -> bool:
-        vectors, _ = await self.encoders[key].encode.remote([np.array([0], dtype=np.int64)])
+        vectors, _ = await self._encode(key, [np.array([0], dtype=np.int64)])
         return vectors.shape[0] == 1
 
     # ---- gRPC: embedserve.v1.EmbeddingService ---------------------------------------------
@@ -169,14 +165,19 @@ def build_app(args: dict | None = None, settings: Settings | None = None) -> ser
     encoders = {}
     for name in s.models:
         spec = resolve_model(name)
+        if s.encoder_placement == "ingress":
+            continue
         encoders[spec.key] = EncoderReplica.options(
             name=deployment_name(spec.key),
             num_replicas=s.encoder_replicas,
             max_ongoing_requests=s.encoder_max_ongoing_requests,
             ray_actor_options={"num_cpus": s.encoder_num_cpus, "num_gpus": s.encoder_num_gpus},
         ).bind(spec.id, wire)
+    inline = s.encoder_placement == "ingress"
     return Ingress.options(
         num_replicas=s.ingress_replicas,
+        ray_actor_options={"num_cpus": s.encoder_num_cpus if inline else 0,
+                           "num_gpus": s.encoder_num_gpus if inline else 0},
         max_ongoing_requests=s.max_ongoing_requests * 2,
         max_queued_requests=s.max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=429, retry_after_s=s.retry_after_s),

@@ -16,6 +16,7 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from models.artifacts import ModelArtifacts
+from models.batcher import RoundInfo
 from models.batching import plan_batches
 from models.errors import InvalidInput, ModelNotFound, Overloaded, TooManyInputs
 from models.postprocess import OutputOptions, postprocess, validate_options
@@ -23,8 +24,8 @@ from models.specs import ModelSpec, resolve_model
 from models.tokenizer import TextTokenizer, Truncate
 from serving.cache import EmbeddingCache, KeySpace
 
-# (model key, token id arrays) -> (pooled vectors, {"inference_s": ..., "batch_texts": ...})
-EncodeFn = Callable[[str, list[np.ndarray]], Awaitable[tuple[np.ndarray, dict]]]
+# (model key, token id arrays) -> (pooled vectors, the round they were computed in)
+EncodeFn = Callable[[str, list[np.ndarray]], Awaitable[tuple[np.ndarray, RoundInfo]]]
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,6 @@ class Pipeline:
         inference, batch = 0.0, 0
         for chunk, (vectors, info) in zip(chunks, results):
             out[chunk] = vectors
-            inference = max(inference, info.get("inference_s", 0.0))
-            batch = max(batch, info.get("batch_texts", len(chunk)))
+            inference = max(inference, info.inference_s)
+            batch = max(batch, info.texts)
         return out, max(wall - inference, 0.0), inference, batch

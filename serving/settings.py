@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     encoder_num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each encoder replica.")
     encoder_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for each encoder replica.")
     ingress_replicas: int = Field(1, ge=1, description="HTTP/gRPC ingress replicas.")
+    encoder_placement: Literal["replica", "ingress"] = Field(
+        "replica", description="replica: encoders in their own deployment; ingress: inside each ingress replica."
+    )
 
     # Dynamic batching (retunable live through the deployment's user_config).
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, description="Most texts in one ONNX Runtime run.")
