@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     encoder_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for each encoder replica.")
     ingress_replicas: int = Field(1, ge=1, description="HTTP/gRPC ingress replicas.")
     encoder_placement: Literal["replica", "ingress"] = Field(
-        "replica", description="replica: encoders in their own deployment; ingress: inside each ingress replica."
+        "replica", description="replica: one encoder deployment per model; ingress: each ingress replica runs the encoders itself (one Ray hop less)."
     )
 
     # Dynamic batching (retunable live through the deployment's user_config).
@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(
         DEFAULT_MAX_BATCH_TOKENS, ge=512, description="Most padded tokens in one ONNX Runtime run (a batching round gathers 16x this)."
     )
-    batch_wait_timeout_ms: float = Field(5.0, ge=0, description="How long a batch waits to fill up.")
+    batch_wait_timeout_ms: float = Field(
+        5.0, ge=0, description="On an idle encoder, how long a first call waits for others to share its round."
+    )
     chunk_size: int = Field(64, ge=1, description="Texts per encoder call when a request is split.")
 
     # Admission control and limits.
