@@ -45,9 +45,6 @@ TARGETS = [
     ("single_c32", "single-text at concurrency 32 >= 0.60x raw", "raw", 0.60),
     ("bulk_http", "service (bulk HTTP) >= 1.5x sentence-transformers", "st", 1.5),
     ("cache_hit", "cache hits >= 10x miss throughput", "cache_miss", 10.0),
-    ("inline_bulk", "bulk HTTP, encoders inside the ingress >= 0.85x raw", "raw", 0.85),
-    ("inline_single", "single-text at concurrency 32, encoders inside the ingress >= 0.60x raw", "raw", 0.60),
-    ("inline_bulk", "service (bulk HTTP, encoders inside the ingress) >= 1.5x sentence-transformers", "st", 1.5),
 ]
 
 
@@ -129,7 +126,7 @@ def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
         tag = f"bench{int(time.time()) % 100000}"
         nocache = svc.deploy(f"{tag}-nocache", "/nocache", cache="off", **common)
         cached = svc.deploy(f"{tag}-cached", "/cached", cache="memory", **common)
-        inline = svc.deploy(f"{tag}-inline", "/inline", cache="off", encoder_placement="ingress", **common)
+        separate = svc.deploy(f"{tag}-separate", "/separate", cache="off", encoder_placement="replica", **common)
         log(f"service ready in {time.perf_counter() - t0:.0f} s: {nocache.http_url}, {cached.http_url}, gRPC {nocache.grpc_target}")
 
         texts, tokens = corpus.texts, corpus.tokens
@@ -154,12 +151,12 @@ def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
             ("grpc_bulk", lambda r: (cfg(nocache, "grpc", a.bulk_concurrency, "gRPC bulk", len(bulk)), bulk, nocache)),
             ("cache_miss", lambda r: (cfg(cached, "http", a.bulk_concurrency, "cache miss", len(bulk)), miss_workload(r), cached)),
             ("cache_hit", lambda r: (cfg(cached, "http", a.bulk_concurrency, "cache hit", len(bulk) * a.hit_passes), bulk, cached)),
-            ("inline_bulk", lambda r: (cfg(inline, "http", a.bulk_concurrency, "bulk HTTP, inline", len(bulk)), bulk, inline)),
-            ("inline_single", lambda r: (cfg(inline, "http", a.single_concurrency, "single c32, inline", len(single)), single, inline)),
+            ("separate_bulk", lambda r: (cfg(separate, "http", a.bulk_concurrency, "bulk HTTP, encoder deployment", len(bulk)), bulk, separate)),
+            ("separate_single", lambda r: (cfg(separate, "http", a.single_concurrency, "single c32, encoder deployment", len(single)), single, separate)),
         ]
         # Warm both apps (ORT's first runs per shape, connections) and put the hit texts in the cache.
         log("warming up and priming the cache")
-        for app, transport in ((nocache, "http"), (nocache, "grpc"), (cached, "http"), (inline, "http")):
+        for app, transport in ((nocache, "http"), (nocache, "grpc"), (cached, "http"), (separate, "http")):
             run_load(LoadConfig(transport=transport, url=app.http_url, grpc_target=app.grpc_target,
                                 grpc_metadata=app.grpc_metadata, model=a.model, concurrency=2,
                                 requests=min(4, len(bulk)), timeout_s=300, progress=False, label="warm-up"), bulk)
@@ -190,7 +187,7 @@ def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
                 samples.setdefault(key, []).extend(rep.pop("samples", []))
                 log(f"run {run + 1}/{a.runs} {key}: {rep['texts_per_s']:.1f} texts/s, p50 {lat['p50'] or 0:.0f} ms, "
                     f"p99 {lat['p99'] or 0:.0f} ms, errors {rep['errors_total']}")
-        stats = {name: app.get("/stats")[2] for name, app in (("nocache", nocache), ("cached", cached), ("inline", inline))}
+        stats = {name: app.get("/stats")[2] for name, app in (("nocache", nocache), ("cached", cached), ("separate", separate))}
         rows["_stats"] = stats
     finally:
         log("stopping the service")
@@ -206,8 +203,8 @@ LABELS = {
     "grpc_bulk": "(3) service, gRPC bulk",
     "cache_miss": "(3) service, cache miss (unique texts)",
     "cache_hit": "(3) service, cache hit (same texts again)",
-    "inline_bulk": "(3) service, bulk HTTP, encoders inside the ingress",
-    "inline_single": "(3) service, single text, concurrency 32, encoders inside the ingress",
+    "separate_bulk": "(3) service, bulk HTTP, encoder in its own deployment",
+    "separate_single": "(3) service, single text, concurrency 32, encoder in its own deployment",
 }
 
 
@@ -261,16 +258,16 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         f"- (3) p50/p99 are per request, client-observed. Bulk: {a.bulk_size} texts a request, {a.bulk_concurrency} requests in flight; "
         f"single: 1 text a request, {a.single_concurrency} in flight. Floats as JSON (HTTP) / repeated float (gRPC). "
         "The load generator shares the machine's cores with the service.",
-        "- (3) peak RSS: the application's Ray Serve replica processes (ingress + encoder), summed.",
+        "- (3) peak RSS: the application's Ray Serve replica processes (the ingress, and the encoder where it has its own), summed.",
         "- CPU cores used: CPU time over wall time of the measured process(es) ((1)/(2): the child; (3): the app's replicas "
         "and Ray Serve's proxies; the load generator's own share is in the JSON as client_cores). Well under the core count "
         "on a busy machine means the measurement was starved by other work; texts per CPU-second is then the steadier "
         "figure (ONNX Runtime's spinning threads count as CPU too).",
         f"- Cache: hit = the same texts again on a cache-on app, after one priming pass ({a.hit_passes} passes a run); miss = texts "
         "made unique with a two-word prefix (+2 tokens each) on the same app. Bulk HTTP, single and gRPC run on a cache-off app.",
-        "- Encoders inside the ingress: the same as bulk HTTP / single text on an app with `encoder_placement=ingress` "
-        "(one deployment: each ingress replica runs the encoder itself, no Ray hop per call). The other service rows run "
-        "the default placement: an encoder deployment beside the ingress.",
+        "- The service rows run the default placement (`encoder_placement=ingress`: the encoder inside the ingress "
+        "replica, no Ray hop per call); \"encoder in its own deployment\" rows are the same loads on the cluster layout "
+        "(`encoder_placement=replica`, as the Helm chart and serve.yaml deploy it).",
         "",
         "## Targets (ratios of texts/s)",
         "",

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     encoder_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for each encoder replica.")
     ingress_replicas: int = Field(1, ge=1, description="HTTP/gRPC ingress replicas.")
     encoder_placement: Literal["replica", "ingress"] = Field(
-        "replica", description="replica: one encoder deployment per model; ingress: each ingress replica runs the encoders itself (one Ray hop less)."
+        "ingress", description="replica: one encoder deployment per model; ingress: each ingress replica runs the encoders itself (one Ray hop less)."
     )
 
     # Dynamic batching (retunable live through the deployment's user_config).

@@ -34,25 +34,26 @@ def test_a_2000_text_request_and_many_small_ones_all_succeed(service):
     assert [d["index"] for d in responses[0].json()["data"]] == list(range(2000))
 
 
-def test_encoders_inside_the_ingress_serve_the_same_vectors_and_batch_too(ray_serve, service):
-    """encoder_placement=ingress: one deployment, no Ray hop between ingress and encoder."""
+def test_encoders_in_their_own_deployment_serve_the_same_vectors_and_batch_too(ray_serve, service):
+    """encoder_placement=replica (the cluster layout): an encoder deployment beside the ingress,
+    one Ray call per chunk; the default runs the encoder inside the ingress replica."""
     from ray import serve
 
     from tests.support.service import deploy, undeploy
 
-    app = deploy(ray_serve, "inline", "/inline", models=["all-MiniLM-L6-v2"], cache="off",
-                 encoder_placement="ingress", encoder_num_cpus=1)
+    app = deploy(ray_serve, "separate", "/separate", models=["all-MiniLM-L6-v2"], cache="off",
+                 encoder_placement="replica", encoder_num_cpus=1)
     try:
-        deployments = serve.status().applications["inline"].deployments
-        assert set(deployments) == {"Ingress"}
-        texts = [f"inline request {i} about batching" for i in range(32)]
+        assert set(serve.status().applications["separate"].deployments) == {"Ingress", "Encoder_all-minilm-l6-v2"}
+        assert set(serve.status().applications["embedserve"].deployments) == {"Ingress"}
+        texts = [f"placement request {i} about batching" for i in range(32)]
         bodies = [{"model": "all-MiniLM-L6-v2", "input": t} for t in texts]
-        inline = asyncio.run(post_many(app.http_url, bodies))
-        separate = asyncio.run(post_many(service.http_url, bodies))
+        separate = asyncio.run(post_many(app.http_url, bodies))
+        inline = asyncio.run(post_many(service.http_url, bodies))
         assert [r.status_code for r in inline + separate] == [200] * 64
-        assert max(int(r.headers["x-batch-size"]) for r in inline) > 1
+        assert max(int(r.headers["x-batch-size"]) for r in separate) > 1
         for a, b in zip(inline, separate):
             va, vb = a.json()["data"][0]["embedding"], b.json()["data"][0]["embedding"]
             assert float(np.dot(va, vb)) > 0.99999
     finally:
-        undeploy("inline")
+        undeploy("separate")

@@ -115,7 +115,8 @@ def test_redis_killed_and_restarted_under_load_fails_no_request(cached, redis):
 
 @pytest.fixture(scope="module")
 def plain(ray_serve):
-    app = deploy(ray_serve, "faults-kill", "/faults-kill", models=[M], cache="off", encoder_num_cpus=0.5, request_timeout_s=60)
+    app = deploy(ray_serve, "faults-kill", "/faults-kill", models=[M], cache="off", encoder_num_cpus=0.5,
+                 request_timeout_s=60, encoder_placement="replica")
     yield app
     undeploy("faults-kill")
 

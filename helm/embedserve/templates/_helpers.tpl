@@ -118,6 +118,7 @@ applications:
     route_prefix: /
     import_path: serving.app:build_app
     args:
+      encoder_placement: replica
       models: {{ join "," .Values.models | quote }}
       variant: {{ $s.variant }}
       {{- with $s.providers }}
