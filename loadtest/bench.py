@@ -228,7 +228,9 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         f"- Machine: nproc {m['nproc']}, {m['cpu_model']}, {m['ram_gib']} GiB RAM, {m['os']}",
         f"- Load average (1/5/15 min) at start {m['loadavg']}, at end {meta['loadavg_end']}; CPU pressure "
         f"(PSI some avg60) at start {m['cpu_pressure_avg60']}%, at end {meta['cpu_pressure_end']}%"
-        + (" — the machine was busy with other work; figures are noisy." if max(m['loadavg'][0], meta['loadavg_end'][0]) > m['nproc'] * 0.75 else ""),
+        # Only the figures at start tell of other work: at the end they include this run's own load.
+        + (" — the machine was busy with other work when the run began; figures are noisy."
+           if m['loadavg'][0] > m['nproc'] * 0.75 or (m['cpu_pressure_avg60'] or 0) > 10 else ""),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- Texts: {cs['texts']} texts from `{Path(cs['source']).relative_to(ROOT) if Path(cs['source']).is_relative_to(ROOT) else cs['source']}`, "
         f"{cs['tokens_mean']} tokens a text on average (median {cs['tokens_p50']:g}, p90 {cs['tokens_p90']:g}, max {cs['tokens_max']}; "
