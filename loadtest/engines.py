@@ -41,7 +41,7 @@ def _timed_batches(batches: list[list[int]], run_batch, runs: int) -> list[dict]
 
 def measure_raw(spec_in: dict) -> dict:
     from models.encoder import Encoder, pad_batch
-    from models.batching import plan_batches
+    from models.batching import padded_tokens, plan_batches
     from models.pooling import pool
     from models.specs import resolve_model
 
@@ -69,7 +69,7 @@ def measure_raw(spec_in: dict) -> dict:
         "engine": "onnxruntime", "providers": session.providers, "variant": enc.variant,
         "intra_op_threads": enc.session.session.get_session_options().intra_op_num_threads,
         "load_s": load_s, "tokenize_s": tokenize_s, "batches": len(batches),
-        "padded_tokens": int(sum(len(b) * max(len(seqs[i]) for i in b) for b in batches)),
+        "padded_tokens": sum(padded_tokens([len(seqs[i]) for i in b]) for b in batches),
         "runs": runs,
     }
 

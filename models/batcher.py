@@ -44,7 +44,6 @@ class RoundInfo:
 
     texts: int
     calls: int
-    tokens: int
     inference_s: float
     queue_s: float  # this call's wait from submit to the start of its round
 
@@ -70,7 +69,7 @@ class ContinuousBatcher:
         self,
         run_round: RoundFn,
         max_round_tokens: int,
-        max_wait_s: float = 0.002,
+        max_wait_s: float,
         on_round: Callable[[EncodeStats], None] | None = None,
     ):
         self.run_round = run_round
@@ -78,7 +77,6 @@ class ContinuousBatcher:
         self.max_round_tokens = max_round_tokens
         self.max_wait_s = max_wait_s
         self.queue: deque[_Call] = deque()
-        self.rounds = 0
         # One inference at a time; ONNX Runtime parallelizes inside the run.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
         self._arrived: asyncio.Event | None = None
@@ -137,14 +135,13 @@ class ContinuousBatcher:
                 if not c.future.done():
                     c.future.set_exception(exc)
             return
-        self.rounds += 1
         if self.on_round is not None:
             self.on_round(stats)
         start = 0
         for c in calls:
             n = len(c.seqs)
             if not c.future.done():
-                info = RoundInfo(len(flat), len(calls), stats.tokens, stats.inference_s, started - c.queued_at)
+                info = RoundInfo(len(flat), len(calls), stats.inference_s, started - c.queued_at)
                 c.future.set_result((vectors[start : start + n], info))
             start += n
 

@@ -38,6 +38,22 @@ def batch_cost(rows: int, width: int) -> float:
     return RUN_OVERHEAD_TOKENS + rows * width * (1 + width / ATTENTION_TOKENS)
 
 
+def split_sorted(lengths: list[int], max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Indices longest first, cut greedily into groups of at most `max_rows` rows and
+    `max_tokens` padded tokens (a longer row still gets a group of its own). Cheap (one sort):
+    for cutting a request into encoder calls, which the encoder's round plans again."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        # Sorted longest first, so a group's width is its first row's length.
+        if group is None or len(group) >= max_rows or (len(group) + 1) * lengths[group[0]] > max_tokens:
+            groups.append([i])
+        else:
+            group.append(i)
+    return groups
+
+
 def plan_batches(lengths: list[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
     """Group indices into batches of at most `max_batch_size` rows and `max_batch_tokens`
     padded tokens (a single row longer than the budget still gets a batch of its own), at the

@@ -21,7 +21,7 @@ from models.artifacts import ModelArtifacts
 from models.batcher import ContinuousBatcher, RoundInfo
 from models.batching import round_tokens
 from models.encoder import EncodeStats, Encoder
-from models.specs import resolve_model
+from models.specs import ModelSpec, resolve_model
 from serving import grpc_api
 from serving.cache import build_cache
 from serving.frontend import Frontend
@@ -36,7 +36,7 @@ class LocalEncoder:
     replica holds one; with `encoder_placement=ingress` the ingress replica holds them itself
     (no Ray hop per call)."""
 
-    def __init__(self, spec, s: Settings):
+    def __init__(self, spec: ModelSpec, s: Settings):
         self.encoder = Encoder(
             spec,
             ModelArtifacts.load(s.artifact_dir, spec),
@@ -134,9 +134,8 @@ class Ingress:
         _Replica.frontend = self.frontend
 
     async def _encode(self, key: str, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
-        if key in self.local:
-            return await self.local[key].encode(seqs)
-        return await asyncio.wait_for(self.encoders[key].encode.remote(seqs), self.timeout_s)
+        call = self.local[key].encode(seqs) if key in self.local else self.encoders[key].encode.remote(seqs)
+        return await asyncio.wait_for(call, self.timeout_s)
 
     async def _probe(self, key: str) -> bool:
         vectors, _ = await self._encode(key, [np.array([0], dtype=np.int64)])
@@ -169,18 +168,16 @@ def build_app(args: dict | None = None, settings: Settings | None = None) -> ser
     for secret in ("redis_url", "api_keys"):
         value = getattr(s, secret)
         wire[secret] = value.get_secret_value() if value is not None else None
-    encoders = {}
-    for name in s.models:
-        spec = resolve_model(name)
-        if s.encoder_placement == "ingress":
-            continue
-        encoders[spec.key] = EncoderReplica.options(
-            name=deployment_name(spec.key),
-            num_replicas=s.encoder_replicas,
-            max_ongoing_requests=s.encoder_max_ongoing_requests,
-            ray_actor_options={"num_cpus": s.encoder_num_cpus, "num_gpus": s.encoder_num_gpus},
-        ).bind(spec.id, wire)
     inline = s.encoder_placement == "ingress"
+    encoders = {}  # none inline: the ingress builds its own encoders for the models it lacks
+    if not inline:
+        for spec in map(resolve_model, s.models):
+            encoders[spec.key] = EncoderReplica.options(
+                name=deployment_name(spec.key),
+                num_replicas=s.encoder_replicas,
+                max_ongoing_requests=s.encoder_max_ongoing_requests,
+                ray_actor_options={"num_cpus": s.encoder_num_cpus, "num_gpus": s.encoder_num_gpus},
+            ).bind(spec.id, wire)
     return Ingress.options(
         num_replicas=s.ingress_replicas,
         ray_actor_options={"num_cpus": s.encoder_num_cpus if inline else 0,

@@ -17,7 +17,7 @@ import numpy as np
 
 from models.artifacts import ModelArtifacts
 from models.batcher import RoundInfo
-from models.batching import plan_batches
+from models.batching import split_sorted
 from models.errors import InvalidInput, ModelNotFound, Overloaded, TooManyInputs
 from models.postprocess import OutputOptions, postprocess, validate_options
 from models.specs import ModelSpec, resolve_model
@@ -216,7 +216,7 @@ class Pipeline:
     ) -> tuple[np.ndarray, float, float, int]:
         """Length-sorted chunks, sent concurrently, so a big request interleaves with small
         ones in the encoders' batch queue instead of starving them."""
-        chunks = plan_batches([len(s) for s in seqs], self.chunk_size, self.max_chunk_tokens)
+        chunks = split_sorted([len(s) for s in seqs], self.chunk_size, self.max_chunk_tokens)
         self.encoder_calls += len(chunks)
         self.encoded_texts += len(seqs)
         t0 = time.perf_counter()

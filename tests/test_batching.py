@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from models.batching import batch_cost, padded_tokens, plan_batches
+from models.batching import batch_cost, padded_tokens, plan_batches, split_sorted
 from models.encoder import pad_batch
 from tests.support.engine import encoder, fidelity_texts
 
@@ -94,3 +94,14 @@ def test_planning_a_small_round_pads_far_less_than_one_full_batch():
 
 def test_a_row_longer_than_the_budget_still_gets_a_batch():
     assert plan_batches([300, 10], max_batch_size=8, max_batch_tokens=100) == [[0], [1]]
+
+
+def test_split_sorted_cuts_a_request_into_calls_within_budgets():
+    rng = random.Random(2)
+    lengths = [rng.randint(1, 256) for _ in range(300)] + [900]
+    groups = split_sorted(lengths, max_rows=64, max_tokens=1024)
+    assert sorted(i for g in groups for i in g) == list(range(301))
+    assert groups[0] == [300]  # longer than the budget: a call of its own
+    for g in groups:
+        assert len(g) <= 64
+        assert len(g) == 1 or padded_tokens([lengths[i] for i in g]) <= 1024
