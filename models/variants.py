@@ -54,7 +54,7 @@ AUTO = "auto"
 
 # Fastest first, measured in-process on 2 cores (BENCHMARKS.md, "Choosing the backend"): on an
 # AMX Xeon ORT fp32 142 texts/s, OpenVINO f32 161, OpenVINO bf16 463; on an AVX512-BF16 EPYC
-# 232, 258, 405. Used when this machine has no speed figures of its own in the manifest.
+# 232, 258, 405.
 CPU_PREFERENCE = ("openvino-bf16", "openvino-fp32", "optimized", "fp32")
 # CUDA / TensorRT run through ONNX Runtime only.
 GPU_PREFERENCE = ("optimized", "fp32")
@@ -93,19 +93,7 @@ def get(name: str) -> Variant:
         ) from None
 
 
-def speed_rank(exported: dict[str, dict], cpu: CpuInfo) -> dict[str, float] | None:
-    """Texts/s per variant measured with its fidelity, if measured on this very CPU (same model
-    and features); None otherwise (speeds from another CPU order nothing here)."""
-    out = {}
-    for name, info in exported.items():
-        fid = info.get("fidelity") or {}
-        then = fid.get("cpu") or {}
-        if "texts_per_s" in fid and then.get("model") == cpu.model and then.get("features") == cpu.features:
-            out[name] = float(fid["texts_per_s"])
-    return out if len(out) > 1 else None
-
-
-def native_fidelity(info: dict, variant: Variant, cpu: CpuInfo) -> dict | None:
+def native_fidelity(info: dict, variant: Variant) -> dict | None:
     """The manifest's fidelity figure for `variant` if it was measured at the precision the
     variant runs at here (a bf16 figure taken on a CPU without bf16 units measured fp32)."""
     fid = info.get("fidelity")
@@ -125,7 +113,7 @@ def choose(
     available_backends: tuple[str, ...] = ("onnxruntime", "openvino"),
     measure: Callable[[Variant], dict] | None = None,
 ) -> Choice:
-    """The variant to run. `exported`: the manifest's variants (name -> file, fidelity, speed).
+    """The variant to run. `exported`: the manifest's variants (name -> file, fidelity).
     `measure` re-measures a variant's fidelity on this machine when the manifest's figure was
     not taken at the precision it would run at here."""
     if requested != AUTO:
@@ -141,10 +129,9 @@ def choose(
         return Choice(v, f"asked for by name{note}", [{"variant": v.name, "taken": True, "why": "asked for by name"}],
                       exported[requested].get("fidelity"))
 
-    order = list(GPU_PREFERENCE if gpu else CPU_PREFERENCE)
-    speeds = None if gpu else speed_rank(exported, cpu)
-    if speeds:
-        order.sort(key=lambda n: -speeds.get(n, 0.0))
+    # A fixed order, not the texts/s the manifest records: those come from one noisy run on the
+    # export machine, and bf16's lead over fp32 (1.7-3x) is what the units are for.
+    order = GPU_PREFERENCE if gpu else CPU_PREFERENCE
     considered: list[dict] = []
     for name in order:
         v = VARIANTS[name]
@@ -159,7 +146,7 @@ def choose(
         if why:
             considered.append({"variant": name, "taken": False, "why": why})
             continue
-        fid = native_fidelity(info, v, cpu)
+        fid = native_fidelity(info, v)
         if fid is None and v.precision != "fp32" and measure is not None:
             fid = measure(v)
         if v.precision == "fp32":
@@ -175,9 +162,8 @@ def choose(
                               f"(floor {floor.top10_kept})")
         considered.append({"variant": name, "taken": ok, "why": why})
         if ok:
-            ranked = "measured fastest here" if speeds else "fastest by the measured preference order"
             fid = fid or info.get("fidelity")
-            return Choice(v, f"auto: {ranked}; {why}", considered, fid)
+            return Choice(v, f"auto: the fastest variant this CPU runs natively that clears the floor; {why}", considered, fid)
     raise ArtifactsMissing(
         "no exported variant can run here: " + "; ".join(f"{c['variant']}: {c['why']}" for c in considered)
     )
