@@ -163,7 +163,7 @@ class Encoder:
         pooled = self.encode_ids(self.tokenize(texts, truncate))
         return postprocess(pooled, self.spec, opts, self.artifacts.int8_scales)
 
-    def measure_cost_model(self, repeats: int = 3) -> CostModel:
+    def measure_cost_model(self, repeats: int = 2) -> CostModel:
         """Times a few batch shapes on the running session and fits its cost model (the fixed
         cost of a run against the cost of a token), so batch planning fits this backend."""
         rng = np.random.default_rng(0)

@@ -55,13 +55,15 @@ class Int8Scale(BaseModel):
 
 
 class Fidelity(BaseModel):
+    """Fields an older export did not measure are absent."""
+
     min_cos: float = Field(description="Least cosine to sentence-transformers fp32 over the fidelity texts.")
     mean_cos: float
-    top10_kept: float = Field(description="Share of the fp32 top-10 neighbours kept on held-out texts.")
+    top10_kept: float | None = Field(None, description="Share of the fp32 top-10 neighbours kept on held-out texts.")
     texts: int
-    long_texts: int = Field(description="Fidelity texts that fill the model's window (truncated).")
-    precision: str = Field(description="The precision that ran when this was measured.")
-    measured_at: str = Field(description="export, or load (measured again on this CPU).")
+    long_texts: int | None = Field(None, description="Fidelity texts that fill the model's window (truncated).")
+    precision: str | None = Field(None, description="The precision that ran when this was measured.")
+    measured_at: str | None = Field(None, description="export, or load (measured again on this CPU).")
 
 
 class CpuInfo(BaseModel):
