@@ -107,7 +107,14 @@ class Ingress:
         self.local: dict[str, LocalEncoder] = {}
         for name in s.models:
             spec = resolve_model(name)
-            runtimes[spec.key] = ModelRuntime.load(spec, ModelArtifacts.load(s.artifact_dir, spec), s.variant)
+            runtimes[spec.key] = ModelRuntime.load(
+                spec,
+                ModelArtifacts.load(s.artifact_dir, spec),
+                s.variant,
+                prompts=s.prompts_for(spec),
+                window_overlap=s.window_overlap_tokens,
+                max_windows=s.max_windows_per_text,
+            )
             if spec.key not in encoders:
                 self.local[spec.key] = LocalEncoder(spec, s)
         cache = build_cache(

@@ -1,4 +1,4 @@
-"""What both ingresses share beyond the pipeline: model descriptions, readiness, stats, keys."""
+"""What the ingresses share beyond the pipeline: model descriptions, readiness, stats, keys."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from models.errors import NotReady
+from models.prompts import accepted_input_types
 from serving.auth import check_bearer
 from serving.errors import as_embed_error
 from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
@@ -27,6 +28,12 @@ def describe_model(rt: ModelRuntime) -> dict:
         "int8_scale_rule": INT8_RULE,
         "int8_scales": [{"dimensions": d, "scale": s} for d, s in sorted(rt.artifacts.int8_scales.items())],
         "quality": rt.artifacts.quality,
+        "prompts": dict(rt.prompts),
+        "input_types": accepted_input_types(rt.prompts),
+        "prompts_declared": bool(rt.prompts),
+        "window_tokens": spec.max_seq_length,
+        "window_overlap_tokens": rt.window_overlap,
+        "max_windows_per_text": rt.max_windows,
     }
 
 
