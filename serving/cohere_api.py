@@ -11,7 +11,7 @@ import uuid
 from typing import Callable, Literal
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -220,16 +220,10 @@ def render(outcome: EmbedOutcome, texts: list[str]) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def build_cohere_router(frontend: Callable[[], Frontend]) -> APIRouter:
-    router = APIRouter(route_class=CohereRoute)
+def add_cohere_routes(app: FastAPI, frontend: Callable[[], Frontend]) -> None:
+    """Mount the route on `app` itself (not an included router: FastAPI resolves those lazily,
+    in the replica, where Ray's pickled copy of this closure lacks the module's names)."""
 
-    @router.post(
-        "/v2/embed",
-        response_model=CohereEmbedResponse,
-        responses=ERRORS,
-        openapi_extra=openapi_body(CohereEmbedRequest),
-        summary="Embed (Cohere-compatible)",
-    )
     async def embed(request: Request) -> Response:
         fe = frontend()
         fe.authenticate(request.headers.get("authorization"))
@@ -239,4 +233,13 @@ def build_cohere_router(frontend: Callable[[], Frontend]) -> APIRouter:
         outcome = await fe.embed(job, "cohere")
         return Response(render(outcome, job.texts), media_type="application/json", headers=timing_headers(outcome))
 
-    return router
+    app.router.add_api_route(
+        "/v2/embed",
+        embed,
+        methods=["POST"],
+        response_model=CohereEmbedResponse,
+        responses=ERRORS,
+        openapi_extra=openapi_body(CohereEmbedRequest),
+        summary="Embed (Cohere-compatible)",
+        route_class_override=CohereRoute,
+    )

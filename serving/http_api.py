@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from models.errors import EmbedError, InvalidInput
 from models.postprocess import EncodingFormat, OutputOptions, parse_format
 from models.tokenizer import Truncate
-from serving.cohere_api import build_cohere_router
+from serving.cohere_api import add_cohere_routes
 from serving.errors import as_embed_error, error_body, http_status
 from serving.frontend import Frontend
 from serving.http_io import openapi_body, parse_body, read_json, timing_headers
@@ -132,7 +132,7 @@ def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
             headers=timing_headers(outcome),
         )
 
-    app.include_router(build_cohere_router(frontend))
+    add_cohere_routes(app, frontend)
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List served models")
     async def models(request: Request):
