@@ -49,6 +49,7 @@ def test_manifest_records_source_checksums_versions_and_fidelity(fresh_export):
         v = m["variants"][name]
         assert len(v["sha256"]) == 64 and v["fidelity"]["min_cos"] >= 0.9999
     assert len(m["int8_scales"]) == 384
+    assert m["prompts"] == {}  # the prompts its sentence-transformers config declares: none
 
 
 def test_exported_tokenizer_truncates_at_the_model_max_length_without_fixed_padding(fresh_export):
