@@ -1,7 +1,8 @@
 """Long documents embedded whole (truncate=window): 5,000-token documents equal the same
 computation done by hand with sentence-transformers (overlapping windows of the model's size,
 the mean of every window's token states, normalized); windows ride the ordinary batching
-rounds; usage counts every token; all three front doors agree; too many windows is a 400."""
+rounds; usage counts every token; all three front doors agree; too many windows is a 400.
+(Windows with a prompt: tests/test_prompts_per_input_type.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import torch
 from models.export import cosines
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.grpc_gen import embedding_pb2_grpc as pbg
-from tests.conftest import PROMPTED_MAX_WINDOWS, PROMPTS
 from tests.support.engine import fidelity_texts, reference_model
 
 pytestmark = pytest.mark.integration
@@ -107,25 +107,13 @@ def test_the_cohere_route_and_grpc_embed_long_documents_the_same_way(service):
     assert [e.windows for e in resp.data] == [w[1] for w in want]
 
 
-def test_windows_carry_the_prompt_of_the_input_type(prompted_service):
-    short = [t for t in fidelity_texts() if len(t) < 200]
-    doc = document(1, 600, short)  # short texts joined to ~600 tokens: 3 windows, within the limit of 4
-    vector, windows, tokens = by_hand(doc, PROMPTS["search_query"])
-    assert 2 <= windows <= PROMPTED_MAX_WINDOWS
-    status, _, body = prompted_service.post(
-        "/v1/embeddings", {"model": M, "input": doc, "truncate": "window", "input_type": "search_query"}
-    )
-    assert status == 200, body
-    assert cosines(np.array([body["data"][0]["embedding"]]), vector[None]).min() >= 0.9999
-    assert body["data"][0]["windows"] == windows and body["usage"]["prompt_tokens"] == tokens
-
-
-def test_more_windows_than_the_limit_is_a_400_before_any_work(prompted_service):
-    before = prompted_service.get("/stats")[2]["encoded_texts"]
-    status, _, err = prompted_service.post("/v1/embeddings", {"model": M, "input": ["ok", documents()[0]], "truncate": "window"})
+def test_more_windows_than_the_limit_is_a_400_before_any_work(service):
+    huge = documents()[0] * 4  # ~20,000 tokens: over the default limit of 64 windows
+    before = service.get("/stats")[2]["encoded_texts"]
+    status, _, err = service.post("/v1/embeddings", {"model": M, "input": ["ok", huge], "truncate": "window"})
     assert status == 400 and err["error"]["param"] == "input"
-    assert "input[1]" in err["error"]["message"] and f"{PROMPTED_MAX_WINDOWS} windows" in err["error"]["message"]
-    assert prompted_service.get("/stats")[2]["encoded_texts"] == before
+    assert "input[1]" in err["error"]["message"] and "limit of 64 windows" in err["error"]["message"]
+    assert service.get("/stats")[2]["encoded_texts"] == before
 
 
 def test_long_documents_are_cached_whole(service):

@@ -1,7 +1,7 @@
 """Input types put the model's prompt before each text on every front door, exactly as
 sentence-transformers `encode(..., prompt=...)` does; the cache keeps prompted and plain vectors
-apart; an input type without a prompt is a 400 unless the model declares none; /v1/models and
-ListModels say which."""
+apart; long documents get the prompt in every window; an input type without a prompt is a 400
+unless the model declares none; /v1/models and ListModels say which."""
 
 from __future__ import annotations
 
@@ -16,12 +16,27 @@ from models.export import cosines
 from models.prompts import INPUT_TYPES
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.grpc_gen import embedding_pb2_grpc as pbg
-from tests.conftest import PROMPTED_MAX_WINDOWS, PROMPTS
 from tests.support.engine import fidelity_texts, reference_model
+from tests.support.service import deploy, undeploy
+from tests.test_long_documents import by_hand, document
 
 pytestmark = pytest.mark.integration
 
 M = "all-MiniLM-L6-v2"
+# Prompts the shipped models do not declare, set through the service setting (EMBEDSERVE_PROMPTS).
+PROMPTS = {"search_query": "query: ", "search_document": "passage: "}
+PROMPTED_MAX_WINDOWS = 4
+
+
+@pytest.fixture(scope="module")
+def prompted_service(ray_serve):
+    """all-MiniLM-L6-v2 with prompts per input type and a small limit of windows per text."""
+    app = deploy(
+        ray_serve, "prompted", "/prompted", models=[M], prompts={M: PROMPTS},
+        max_windows_per_text=PROMPTED_MAX_WINDOWS, cache="memory", encoder_num_cpus=0.5,
+    )
+    yield app
+    undeploy("prompted")
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +81,21 @@ def test_every_front_door_applies_the_prompt_like_sentence_transformers(prompted
 def test_no_input_type_embeds_the_plain_text(prompted_service, texts):
     plain = reference_model(M).encode(texts, normalize_embeddings=True)
     assert cosines(openai_route(prompted_service, texts), plain).min() >= 0.9999
+
+
+def test_every_window_of_a_long_document_carries_the_prompt(prompted_service):
+    short = [t for t in fidelity_texts() if len(t) < 200]
+    doc = document(1, 600, short)  # short texts joined to ~600 tokens: 3 windows, within the limit of 4
+    vector, windows, tokens = by_hand(doc, PROMPTS["search_query"])
+    assert 2 <= windows <= PROMPTED_MAX_WINDOWS
+    status, _, err = prompted_service.post("/v1/embeddings", {"model": M, "input": doc * 3, "truncate": "window"})
+    assert status == 400 and f"limit of {PROMPTED_MAX_WINDOWS} windows" in err["error"]["message"]
+    status, _, body = prompted_service.post(
+        "/v1/embeddings", {"model": M, "input": doc, "truncate": "window", "input_type": "search_query"}
+    )
+    assert status == 200, body
+    assert cosines(np.array([body["data"][0]["embedding"]]), vector[None]).min() >= 0.9999
+    assert body["data"][0]["windows"] == windows and body["usage"]["prompt_tokens"] == tokens
 
 
 def test_the_cache_keeps_prompted_and_plain_vectors_apart(prompted_service):
