@@ -59,6 +59,7 @@ test: install redis-server export tools
 
 # Benchmarks run on the same exported artifacts as the tests; BENCH_ARGS e.g. "--runs 5".
 bench: install export
+	$(PIP) install -q $(PIP_FLAGS) -e '.[export,test,bench]'
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 
 bench-quick: install export
