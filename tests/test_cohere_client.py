@@ -11,7 +11,7 @@ import cohere
 import numpy as np
 import pytest
 
-from models.export import cosines
+from models.fidelity import cosines
 from tests.support.engine import fidelity_texts, reference_model
 
 pytestmark = pytest.mark.integration
