@@ -73,5 +73,11 @@ class ModelArtifacts:
         return {int(k): float(v) for k, v in self.manifest.get("int8_scales", {}).items()}
 
     @property
+    def prompts(self) -> dict[str, str]:
+        """The prompts the model's sentence-transformers config declares, as read at export
+        (a manifest from before prompts were recorded has none: {})."""
+        return dict(self.manifest.get("prompts") or {})
+
+    @property
     def quality(self) -> dict:
         return self.manifest.get("quality", {})

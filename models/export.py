@@ -24,6 +24,7 @@ from models.backends import available_backends
 from models.calibration import fit_int8_scales
 from models.corpus import calibration_texts, evaluation_texts
 from models.pooling import l2_normalize
+from models.prompts import read_prompts
 from models.quality import measure as measure_quality
 from models.specs import ModelSpec
 from models.variants import VARIANTS
@@ -292,6 +293,7 @@ def export_model(
         "max_seq_length": spec.max_seq_length,
         "dimension": spec.dimension,
         "pooling": spec.pooling,
+        "prompts": read_prompts(source),
         "tokenizer_sha256": sha256_file(tokenizer),
         "opset": _opset(fp32),
         "variants": variant_entries(root, set(built)),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -120,9 +120,29 @@ def postprocess(
     pooled: np.ndarray, spec: ModelSpec, opts: OutputOptions, int8_scales: dict[int, float] | None = None
 ) -> np.ndarray | list[str]:
     """Full-dimension pooled vectors -> what the request asked for."""
-    dims = validate_options(spec, opts)
+    return postprocess_many(pooled, spec, opts, (opts.encoding_format,), int8_scales)[opts.encoding_format]
+
+
+def postprocess_many(
+    pooled: np.ndarray,
+    spec: ModelSpec,
+    opts: OutputOptions,
+    formats: tuple[EncodingFormat, ...],
+    int8_scales: dict[int, float] | None = None,
+) -> dict[EncodingFormat, np.ndarray | list[str]]:
+    """The same vectors in several formats: truncated and normalized once, then encoded
+    once per format (`opts.encoding_format` is ignored; `formats` says which)."""
+    dims = 0
+    for fmt in formats:  # every format checked before any work
+        dims = validate_options(spec, replace(opts, encoding_format=fmt))
     vectors = truncate(np.asarray(pooled, dtype=np.float32), dims, opts.normalize)
-    fmt = opts.encoding_format
+    return {fmt: encode_as(vectors, fmt, dims, int8_scales) for fmt in formats}
+
+
+def encode_as(
+    vectors: np.ndarray, fmt: EncodingFormat, dims: int, int8_scales: dict[int, float] | None = None
+) -> np.ndarray | list[str]:
+    """Truncated (and normalized) float vectors in one output format."""
     if fmt is EncodingFormat.FLOAT:
         return vectors
     if fmt is EncodingFormat.BASE64:

@@ -47,8 +47,9 @@ class ModelSpec:
     matryoshka_dims: tuple[int, ...] | None = None
     # Whether the model was trained with a Matryoshka loss (truncation is cheap in quality).
     matryoshka_trained: bool = False
-    query_prompt: str = ""
-    passage_prompt: str = ""
+    # Input type (or sentence-transformers prompt name) -> the prompt put before the text
+    # (models.prompts). The manifest (read at export) and EMBEDSERVE_PROMPTS add to these.
+    prompts: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     pad_token_id: int = 0
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 

@@ -118,7 +118,14 @@ class Ingress:
             else:
                 self.local[spec.key] = LocalEncoder(spec, s)
                 variant = self.local[spec.key].encoder.variant
-            runtimes[spec.key] = ModelRuntime.load(spec, artifacts, variant)
+            runtimes[spec.key] = ModelRuntime.load(
+                spec,
+                artifacts,
+                variant,
+                prompts=s.prompts_for(spec),
+                window_overlap=s.window_overlap_tokens,
+                max_windows=s.max_windows_per_text,
+            )
         self._engines: dict[str, dict] = {}
         cache = build_cache(
             s.cache,

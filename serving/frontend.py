@@ -1,4 +1,4 @@
-"""What both ingresses share beyond the pipeline: model descriptions, readiness, stats, keys."""
+"""What the ingresses share beyond the pipeline: model descriptions, readiness, stats, keys."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from models.errors import NotReady
+from models.prompts import accepted_input_types
 from serving.auth import check_bearer
 from serving.errors import as_embed_error
 from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
@@ -57,6 +58,12 @@ def describe_model(rt: ModelRuntime, engine: dict | None = None) -> dict:
         "quality": rt.artifacts.quality,
         "engine": describe_engine(engine) if engine else None,
         "variants": variant_figures(rt),
+        "prompts": dict(rt.prompts),
+        "input_types": accepted_input_types(rt.prompts),
+        "prompts_declared": bool(rt.prompts),
+        "window_tokens": spec.max_seq_length,
+        "window_overlap_tokens": rt.window_overlap,
+        "max_windows_per_text": rt.max_windows,
     }
 
 

@@ -32,6 +32,7 @@ TRUNCATE = {
     pb.TRUNCATE_END: Truncate.END,
     pb.TRUNCATE_START: Truncate.START,
     pb.TRUNCATE_NONE: Truncate.NONE,
+    pb.TRUNCATE_WINDOW: Truncate.WINDOW,
 }
 STREAM_CHUNK = 256
 STREAM_PARALLEL = 4
@@ -80,7 +81,8 @@ def job_from_proto(req: pb.EmbedRequest, texts: list[str] | None = None) -> Embe
         fmt,
         req.normalize if req.HasField("normalize") else True,
     )
-    return EmbedJob(req.model, list(req.texts) if texts is None else texts, None, opts, truncate)
+    input_type = req.input_type if req.HasField("input_type") else None
+    return EmbedJob(req.model, list(req.texts) if texts is None else texts, None, opts, truncate, input_type)
 
 
 def to_proto(outcome: EmbedOutcome, fmt: EncodingFormat, offset: int = 0) -> pb.EmbedResponse:
@@ -90,6 +92,8 @@ def to_proto(outcome: EmbedOutcome, fmt: EncodingFormat, offset: int = 0) -> pb.
         data = [pb.Embedding(index=offset + i, values=row) for i, row in enumerate(vectors.tolist())]
     else:
         data = [pb.Embedding(index=offset + i, quantized=np.asarray(row).tobytes()) for i, row in enumerate(vectors)]
+    for embedding, n in zip(data, outcome.windows or ()):
+        embedding.windows = n
     usage = pb.Usage(prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens)
     return pb.EmbedResponse(data=data, model=outcome.model_id, usage=usage)
 
@@ -187,6 +191,12 @@ async def list_models(fe: Frontend, context, request=None) -> pb.ListModelsRespo
                 engine=_engine(m["engine"]),
                 variants=[pb.VariantInfo(variant=v["variant"], backend=v["backend"], precision=v["precision"],
                                          fidelity=_fidelity(v["fidelity"])) for v in m["variants"]],
+                prompts=m["prompts"],
+                input_types=m["input_types"],
+                prompts_declared=m["prompts_declared"],
+                window_tokens=m["window_tokens"],
+                window_overlap_tokens=m["window_overlap_tokens"],
+                max_windows_per_text=m["max_windows_per_text"],
             )
         )
     return pb.ListModelsResponse(models=models)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import orjson
@@ -11,14 +10,15 @@ from typing import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import EmbedError, InvalidInput, PayloadTooLarge
+from models.errors import EmbedError, InvalidInput
 from models.postprocess import EncodingFormat, OutputOptions, parse_format
 from models.tokenizer import Truncate
+from serving.cohere_api import add_cohere_routes
 from serving.errors import as_embed_error, error_body, http_status
 from serving.frontend import Frontend
+from serving.http_io import openapi_body, parse_body, read_json, timing_headers
 from serving.pipeline import EmbedJob, EmbedOutcome
 from serving.protocol import (
     EmbeddingRequest,
@@ -56,35 +56,23 @@ def job_from_request(req: EmbeddingRequest) -> EmbedJob:
     else:
         token_ids = [list(x) for x in inp]
     opts = OutputOptions(req.dimensions, parse_format(req.encoding_format), req.normalize)
-    return EmbedJob(req.model, texts, token_ids, opts, Truncate.parse(req.truncate))
+    return EmbedJob(req.model, texts, token_ids, opts, Truncate.parse(req.truncate), req.input_type)
 
 
 def render(outcome: EmbedOutcome, fmt: EncodingFormat) -> bytes:
     """The response body, serialized once, straight from numpy (no pydantic or list round trip
     on the hot path). float32 values are written in their shortest exact form."""
     vectors = outcome.vectors
+    data = [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)]
+    for item, n in zip(data, outcome.windows or ()):
+        item["windows"] = n
     body = {
         "object": "list",
-        "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+        "data": data,
         "model": outcome.model_id,
         "usage": {"prompt_tokens": outcome.prompt_tokens, "total_tokens": outcome.prompt_tokens},
     }
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def timing_headers(outcome: EmbedOutcome) -> dict[str, str]:
-    t = outcome.timings
-    ms = lambda s: f"{s * 1000:.2f}"  # noqa: E731
-    return {
-        "x-tokenize-time": ms(t.get("tokenize", 0)),
-        "x-cache-time": ms(t.get("cache", 0)),
-        "x-queue-time": ms(t.get("queue", 0)),
-        "x-inference-time": ms(t.get("inference", 0)),
-        "x-postprocess-time": ms(t.get("postprocess", 0)),
-        "x-total-time": ms(t.get("total", 0)),
-        "x-cache-hits": str(outcome.cache_hits),
-        "x-batch-size": str(outcome.batch_size),
-    }
 
 
 def error_response(err: EmbedError) -> JSONResponse:
@@ -92,74 +80,6 @@ def error_response(err: EmbedError) -> JSONResponse:
     if getattr(err, "retry_after_s", None) is not None:
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
     return JSONResponse(error_body(err), status_code=http_status(err), headers=headers)
-
-
-async def read_json(request: Request, limit: int) -> object:
-    """The body as JSON, bounded in size; malformed or absurdly nested JSON is a 400.
-
-    An oversize body is still read (and dropped) up to 8x the limit, so the client, which is
-    usually still sending, gets a clean 413 instead of a reset connection."""
-    declared = request.headers.get("content-length")
-    too_big = bool(declared and declared.isdigit() and int(declared) > limit)
-    body = bytearray()
-    seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > limit:
-            too_big = True
-            body.clear()
-        elif not too_big:
-            body += chunk
-        if seen > 8 * limit:
-            break
-    if too_big:
-        raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidInput(f"The request body is not valid JSON: {str(exc)[:200]}") from None
-    reject_lone_surrogates(obj)
-    return obj
-
-
-def reject_lone_surrogates(obj: object) -> None:
-    """JSON may escape half a UTF-16 pair ("\\ud800"); Python keeps it as a lone surrogate,
-    which is not Unicode text and breaks the tokenizer and the JSON encoder alike."""
-    stack = [obj]
-    while stack:  # iterative: json.loads allows nesting deeper than Python's recursion
-        x = stack.pop()
-        if isinstance(x, str):
-            if not x.isascii():
-                try:
-                    x.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise InvalidInput(
-                        "The request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode."
-                    ) from None
-        elif isinstance(x, list):
-            stack.extend(x)
-        elif isinstance(x, dict):
-            stack.extend(x.keys())
-            stack.extend(x.values())
-
-
-def parse_body(model, obj: object):
-    try:
-        return model.model_validate(obj)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        param = str(first["loc"][0]) if first["loc"] else None
-        raise InvalidInput(f"Invalid '{loc or 'body'}': {first['msg']}.", param=param) from None
-
-
-def openapi_body(model) -> dict:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
 
 
 def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
@@ -211,6 +131,8 @@ def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
             media_type="application/json",
             headers=timing_headers(outcome),
         )
+
+    add_cohere_routes(app, frontend)
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List served models")
     async def models(request: Request):

@@ -1,7 +1,8 @@
-"""The one request pipeline both transports call:
+"""The one request pipeline every front door calls (OpenAI and Cohere HTTP, gRPC):
 
-validate -> tokenize -> cache lookup (one MGET) -> misses to the encoders in length-sorted
-chunks -> cache write (background) -> merge in input order -> post-process.
+validate -> prompt -> tokenize (long texts: windows) -> cache lookup (one MGET) -> misses to
+the encoders in length-sorted chunks (windows ride as ordinary sequences, pooled back per text
+after) -> cache write (background) -> merge in input order -> post-process (once per format).
 
 It knows nothing of HTTP, gRPC or Ray: encoders are reached through an async `EncodeFn`.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable
 
 import numpy as np
@@ -18,10 +19,12 @@ import numpy as np
 from models.artifacts import ModelArtifacts
 from models.batcher import RoundInfo
 from models.batching import split_sorted
-from models.errors import InvalidInput, ModelNotFound, Overloaded, TooManyInputs
-from models.postprocess import OutputOptions, postprocess, validate_options
+from models.errors import InvalidInput, InvalidOption, ModelNotFound, Overloaded, TooManyInputs
+from models.postprocess import EncodingFormat, OutputOptions, postprocess_many, validate_options
+from models.prompts import prompt_table, resolve_prompt
 from models.specs import ModelSpec, resolve_model
 from models.tokenizer import TextTokenizer, Truncate
+from models.windows import DEFAULT_MAX_WINDOWS, DEFAULT_WINDOW_OVERLAP, pool_windows
 from serving.cache import EmbeddingCache, KeySpace
 
 # (model key, token id arrays) -> (pooled vectors, the round they were computed in)
@@ -30,45 +33,72 @@ EncodeFn = Callable[[str, list[np.ndarray]], Awaitable[tuple[np.ndarray, RoundIn
 
 @dataclass(frozen=True)
 class EmbedJob:
-    """The internal request both ingresses build."""
+    """The internal request every front door builds."""
 
     model: str
     texts: list[str] | None = None
     token_ids: list[list[int]] | None = None
     options: OutputOptions = OutputOptions()
     truncate: Truncate = Truncate.END
+    input_type: str | None = None  # picks the model's prompt (models.prompts); None: the plain text
+    # Further output formats of the same vectors (Cohere's several embedding_types).
+    more_formats: tuple[EncodingFormat, ...] = ()
 
     @property
     def count(self) -> int:
         return len(self.texts if self.texts is not None else self.token_ids or [])
 
+    @property
+    def formats(self) -> tuple[EncodingFormat, ...]:
+        """Every output format asked for, `options.encoding_format` first, each once."""
+        return tuple(dict.fromkeys((self.options.encoding_format, *self.more_formats)))
+
 
 @dataclass
 class EmbedOutcome:
     model_id: str
-    vectors: np.ndarray | list[str]
-    prompt_tokens: int
+    vectors: np.ndarray | list[str]  # in options.encoding_format
+    prompt_tokens: int  # every token the model read: prompts, special tokens, every window
     cache_hits: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     batch_size: int = 0  # texts in the largest encoder batch this request rode in
+    outputs: dict[EncodingFormat, np.ndarray | list[str]] = field(default_factory=dict)  # every format asked for
+    windows: list[int] | None = None  # windows each input took (Truncate.WINDOW only)
 
 
 @dataclass
 class ModelRuntime:
-    """What the ingress holds per served model: spec, tokenizer, scales and cache key space."""
+    """What the ingress holds per served model: spec, tokenizer, prompts, scales, long-text
+    windows and cache key space."""
 
     spec: ModelSpec
     artifacts: ModelArtifacts
     variant: str
     tokenizer: TextTokenizer
+    prompts: dict[str, str] = field(default_factory=dict)  # input type -> prompt (models.prompts)
+    window_overlap: int = DEFAULT_WINDOW_OVERLAP
+    max_windows: int = DEFAULT_MAX_WINDOWS
 
     @classmethod
-    def load(cls, spec: ModelSpec, artifacts: ModelArtifacts, variant: str) -> "ModelRuntime":
+    def load(
+        cls,
+        spec: ModelSpec,
+        artifacts: ModelArtifacts,
+        variant: str,
+        prompts: dict[str, str] | None = None,
+        window_overlap: int = DEFAULT_WINDOW_OVERLAP,
+        max_windows: int = DEFAULT_MAX_WINDOWS,
+    ) -> "ModelRuntime":
+        """`prompts` (the service setting) add to and override the spec's and the manifest's."""
         artifacts.variant(variant)  # raises if that variant was not exported
-        return cls(spec, artifacts, variant, TextTokenizer(artifacts.tokenizer_path, spec))
+        tokenizer = TextTokenizer(artifacts.tokenizer_path, spec)
+        if tokenizer.content_size() <= window_overlap:
+            raise ValueError(f"window overlap {window_overlap} leaves no room in {spec.id}'s window")
+        table = prompt_table(spec.prompts, artifacts.prompts, prompts)
+        return cls(spec, artifacts, variant, tokenizer, table, window_overlap, max_windows)
 
-    def keyspace(self, truncate: Truncate) -> KeySpace:
-        side = "start" if truncate is Truncate.START else "end"
+    def keyspace(self, truncate: Truncate, prompt: str = "") -> KeySpace:
+        side = {Truncate.START: "start", Truncate.WINDOW: f"window/{self.window_overlap}"}.get(truncate, "end")
         return KeySpace(
             model_id=self.spec.id,
             revision=self.artifacts.checksum(self.variant),
@@ -77,7 +107,7 @@ class ModelRuntime:
             normalize=False,  # the cache holds pooled vectors; normalization comes after
             max_length=self.spec.max_seq_length,
             truncation_side=side,
-            prompt="",
+            prompt=prompt,
         )
 
 
@@ -149,14 +179,26 @@ class Pipeline:
                 if not t:
                     raise InvalidInput(f"input[{i}] is an empty string.", param="input")
 
-    async def tokenize(self, rt: ModelRuntime, job: EmbedJob) -> list[np.ndarray]:
-        if job.texts is not None:
-            # Inline only when small: a multi-megabyte text takes seconds to tokenize and would
-            # stall every other request on this replica's event loop.
-            if len(job.texts) <= 8 and sum(len(t) for t in job.texts) <= 64 * 1024:
-                return rt.tokenizer.encode(job.texts, job.truncate)
-            return await asyncio.to_thread(rt.tokenizer.encode, job.texts, job.truncate)
-        return rt.tokenizer.encode_ids(job.token_ids, job.truncate)
+    async def tokenize(self, rt: ModelRuntime, job: EmbedJob, prompt: str = "") -> list[list[np.ndarray]]:
+        """Per input, the sequences the model reads: one, or a long text's windows."""
+        if job.texts is None:
+            if prompt:
+                raise InvalidOption(
+                    f"input_type '{job.input_type}' puts a prompt before the text; token ids are embedded as given.",
+                    param="input_type",
+                )
+            return [[s] for s in rt.tokenizer.encode_ids(job.token_ids, job.truncate)]
+
+        def work() -> list[list[np.ndarray]]:
+            if job.truncate is Truncate.WINDOW:
+                return rt.tokenizer.windows(job.texts, rt.window_overlap, rt.max_windows, prompt)
+            return [[s] for s in rt.tokenizer.encode(job.texts, job.truncate, prompt)]
+
+        # Inline only when small: a multi-megabyte text takes seconds to tokenize and would
+        # stall every other request on this replica's event loop.
+        if len(job.texts) <= 8 and sum(len(t) for t in job.texts) <= 64 * 1024:
+            return work()
+        return await asyncio.to_thread(work)
 
     async def embed(self, job: EmbedJob) -> EmbedOutcome:
         with self.admission:
@@ -165,24 +207,30 @@ class Pipeline:
     async def _embed(self, job: EmbedJob) -> EmbedOutcome:
         t0 = time.perf_counter()
         rt = self.runtime(job.model)
-        validate_options(rt.spec, job.options)
+        for fmt in job.formats:
+            validate_options(rt.spec, replace(job.options, encoding_format=fmt))
         self.check_count(job)
-        seqs = await self.tokenize(rt, job)
+        prompt = resolve_prompt(rt.prompts, job.input_type)
+        units = await self.tokenize(rt, job, prompt)
         t1 = time.perf_counter()
 
-        pooled, hits, encode_timings, batch = await self.pooled_vectors(rt, job, seqs)
+        pooled, hits, encode_timings, batch = await self.pooled_vectors(rt, job, units, prompt)
         t2 = time.perf_counter()
-        vectors = postprocess(pooled, rt.spec, job.options, rt.artifacts.int8_scales)
+        outputs = postprocess_many(pooled, rt.spec, job.options, job.formats, rt.artifacts.int8_scales)
         t3 = time.perf_counter()
         timings = {"tokenize": t1 - t0, **encode_timings, "postprocess": t3 - t2, "total": t3 - t0}
-        return EmbedOutcome(rt.spec.id, vectors, int(sum(len(s) for s in seqs)), hits, timings, batch)
+        tokens = int(sum(len(s) for unit in units for s in unit))
+        windows = [len(u) for u in units] if job.truncate is Truncate.WINDOW else None
+        return EmbedOutcome(
+            rt.spec.id, outputs[job.options.encoding_format], tokens, hits, timings, batch, outputs, windows
+        )
 
     async def pooled_vectors(
-        self, rt: ModelRuntime, job: EmbedJob, seqs: list[np.ndarray]
+        self, rt: ModelRuntime, job: EmbedJob, units: list[list[np.ndarray]], prompt: str = ""
     ) -> tuple[np.ndarray, int, dict[str, float], int]:
         """Full-dimension pooled vectors in input order: cache hits merged with fresh ones.
         Duplicate inputs within the request are embedded once."""
-        space = rt.keyspace(job.truncate)
+        space = rt.keyspace(job.truncate, prompt)
         raw = job.texts if job.texts is not None else job.token_ids
         keys = [space.key(x) for x in raw]
         first: dict[str, int] = {}
@@ -198,7 +246,7 @@ class Pipeline:
         timings = {"cache": t1 - t0, "queue": 0.0, "inference": 0.0}
         batch = 0
         if missing:
-            fresh, queue_s, infer_s, batch = await self.encode_missing(rt, [seqs[first[k]] for k in missing])
+            fresh, queue_s, infer_s, batch = await self.encode_missing(rt, [units[first[k]] for k in missing])
             timings["queue"], timings["inference"] = queue_s, infer_s
             new = dict(zip(missing, fresh))
             self.cache.set_many(new)
@@ -212,13 +260,16 @@ class Pipeline:
         return out, hits, timings, batch
 
     async def encode_missing(
-        self, rt: ModelRuntime, seqs: list[np.ndarray]
+        self, rt: ModelRuntime, units: list[list[np.ndarray]]
     ) -> tuple[np.ndarray, float, float, int]:
-        """Length-sorted chunks, sent concurrently, so a big request interleaves with small
-        ones in the encoders' batch queue instead of starving them."""
+        """One pooled vector per unit (a text's sequence, or a long text's windows). Every
+        sequence goes out alone in length-sorted chunks, sent concurrently, so a big request
+        interleaves with small ones in the encoders' rounds instead of starving them; a long
+        text's windows are pooled back together after."""
+        seqs = [s for unit in units for s in unit]
         chunks = split_sorted([len(s) for s in seqs], self.chunk_size, self.max_chunk_tokens)
         self.encoder_calls += len(chunks)
-        self.encoded_texts += len(seqs)
+        self.encoded_texts += len(units)
         t0 = time.perf_counter()
         results = await asyncio.gather(*(self.encode(rt.spec.key, [seqs[i] for i in c]) for c in chunks))
         wall = time.perf_counter() - t0
@@ -228,4 +279,6 @@ class Pipeline:
             out[chunk] = vectors
             inference = max(inference, info.inference_s)
             batch = max(batch, info.texts)
+        if len(seqs) > len(units):
+            out = pool_windows(out, [len(s) for s in seqs], [len(u) for u in units])
         return out, max(wall - inference, 0.0), inference, batch

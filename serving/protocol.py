@@ -26,8 +26,15 @@ class EmbeddingRequest(BaseModel):
 
     # --- embedserve extensions -------------------------------------------------------
     normalize: StrictBool = Field(True, description="Return unit-length vectors.")
-    truncate: Literal["end", "start", "none"] = Field(
-        "end", description="Inputs over the model's maximum length: cut the end, cut the start, or fail."
+    truncate: Literal["end", "start", "none", "window"] = Field(
+        "end",
+        description="Inputs over the model's maximum length: cut the end, cut the start, fail, or embed them "
+        "whole in overlapping windows pooled into one vector (see window_tokens in GET /v1/models).",
+    )
+    input_type: StrictStr | None = Field(
+        None,
+        description="search_document, search_query, classification, clustering (or another prompt name the model "
+        "declares): puts the model's prompt for it before each text. None: the plain text.",
     )
 
 
@@ -35,6 +42,8 @@ class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     embedding: list[float] | str | list[int]
     index: int
+    # --- embedserve extension --------------------------------------------------------
+    windows: int | None = Field(None, description="With truncate=window: the windows this input took.")
 
 
 class Usage(BaseModel):
@@ -110,6 +119,15 @@ class ModelCard(BaseModel):
     quality: dict = Field(default_factory=dict, description="Share of float top-10 neighbours each option keeps.")
     engine: EngineInfo | None = Field(None, description="What runs the model here.")
     variants: list[VariantInfo] = Field(default_factory=list, description="Every exported variant and its measured fidelity.")
+    prompts: dict[str, str] = Field(default_factory=dict, description="Input type -> the prompt put before the text.")
+    input_types: list[str] = Field(
+        default_factory=list,
+        description="What input_type may be. With no prompts declared (prompts_declared false), every type embeds the plain text.",
+    )
+    prompts_declared: bool = False
+    window_tokens: int = Field(0, description="truncate=window: tokens in one window, special tokens and prompt included.")
+    window_overlap_tokens: int = Field(0, description="truncate=window: tokens two neighbouring windows share.")
+    max_windows_per_text: int = Field(0, description="truncate=window: most windows one text may take.")
 
 
 class ModelList(BaseModel):

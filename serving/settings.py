@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,7 +12,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.artifacts import default_artifact_dir
 from models.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
-from models.specs import DEFAULT_MODEL
+from models.errors import ModelNotFound
+from models.specs import DEFAULT_MODEL, ModelSpec, resolve_model
+from models.windows import DEFAULT_MAX_WINDOWS, DEFAULT_WINDOW_OVERLAP
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -72,6 +75,19 @@ class Settings(BaseSettings):
     )
     chunk_size: int = Field(64, ge=1, description="Texts per encoder call when a request is split.")
 
+    # Prompts per input type, and long texts.
+    prompts: dict[str, dict[str, str]] = Field(
+        {},
+        description='Prompts per model and input type, as JSON: {"all-MiniLM-L6-v2": {"search_query": "query: "}}; '
+        "they add to and override the model's own.",
+    )
+    window_overlap_tokens: int = Field(
+        DEFAULT_WINDOW_OVERLAP, ge=0, description="truncate=window: tokens two neighbouring windows of a long text share."
+    )
+    max_windows_per_text: int = Field(
+        DEFAULT_MAX_WINDOWS, ge=1, description="truncate=window: most windows one text may take; a longer one is a 400."
+    )
+
     # Admission control and limits.
     max_ongoing_requests: int = Field(64, ge=1, description="Requests one ingress replica works on at once.")
     max_queued_requests: int = Field(64, ge=-1, description="Requests waiting per ingress; past it 429.")
@@ -97,6 +113,27 @@ class Settings(BaseSettings):
     object_store_mb: int = Field(512, ge=75, description="Object store of a local Ray instance.")
 
     _split_models = field_validator("models", "providers", "cpu_features", mode="before")(_split)
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _prompts_json(cls, value):
+        """A flag gives the JSON as a string; every key must name a known model."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        for name in value or {}:
+            try:
+                resolve_model(name)
+            except ModelNotFound as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    def prompts_for(self, spec: ModelSpec) -> dict[str, str]:
+        """The prompts this setting gives `spec` (keys may be any of its names)."""
+        out: dict[str, str] = {}
+        for name, table in self.prompts.items():
+            if resolve_model(name).id == spec.id:
+                out.update(table)
+        return out
 
     def api_key_set(self) -> frozenset[str]:
         keys = set()

@@ -20,3 +20,4 @@ def ray_serve():
 def service(ray_serve):
     """The application as `make serve` runs it (both models, in-process cache), at /."""
     return deploy(ray_serve, "embedserve", "/", models=SERVED_MODELS, encoder_num_cpus=1)
+

@@ -222,3 +222,18 @@ def test_keys_never_reach_the_logs(keyed):
         leaked += [f"{p.name}: {n[:8]!r}..." for n in needles if n in data]
     assert not leaked, leaked
     assert all(k not in repr(keyed.settings) for k in ALL_KEYS)
+
+
+@pytest.mark.integration
+def test_the_cohere_route_needs_a_key_and_refuses_in_cohere_shape(keyed):
+    import cohere
+
+    body = {"model": M, "texts": ["who goes there"], "input_type": "search_query"}
+    for headers in [None, bearer(NEAR_MISS)]:
+        status, _, err = keyed.post("/v2/embed", body, headers=headers)
+        assert status == 401 and set(err) == {"message"} and "Bearer" in err["message"], err
+        assert NEAR_MISS not in err["message"]
+    with pytest.raises(cohere.UnauthorizedError):
+        cohere.ClientV2(api_key=NEAR_MISS, base_url=keyed.http_url, log_warning_experimental_features=False).embed(**body)
+    ok = cohere.ClientV2(api_key=FILE_KEY, base_url=keyed.http_url, log_warning_experimental_features=False).embed(**body)
+    assert len(ok.embeddings.float_[0]) == 384

@@ -53,6 +53,7 @@ def test_manifest_records_source_checksums_versions_and_fidelity(fresh_export):
     # OpenVINO reads model.onnx itself: no second file.
     assert m["variants"]["openvino-bf16"]["file"] == m["variants"]["openvino-fp32"]["file"] == "model.onnx"
     assert len(m["int8_scales"]) == 384
+    assert m["prompts"] == {}  # the prompts its sentence-transformers config declares: none
 
 
 def test_every_variant_is_measured_on_long_texts_with_the_cpu_and_precision_that_ran(fresh_export):

@@ -20,3 +20,12 @@ def test_committed_openapi_matches_the_app():
 def test_live_openapi_matches_the_committed_one(service):
     status, _, live = service.get("/openapi.json")
     assert status == 200 and live == json.loads(COMMITTED.read_text())
+
+
+def test_the_committed_spec_has_both_embedding_routes_and_their_extensions():
+    spec = json.loads(COMMITTED.read_text())
+    assert {"/v1/embeddings", "/v2/embed"} <= set(spec["paths"])
+    cohere = spec["paths"]["/v2/embed"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"texts", "inputs", "model", "input_type", "embedding_types", "truncate", "output_dimension"} <= set(cohere)
+    openai = spec["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert "input_type" in openai and "window" in openai["truncate"]["enum"]

@@ -18,6 +18,7 @@ from models.postprocess import (
     pack_ubinary,
     parse_format,
     postprocess,
+    postprocess_many,
     quantize_int8,
     quantize_uint8,
     to_base64,
@@ -125,3 +126,22 @@ def test_a_model_with_fixed_matryoshka_sizes_refuses_others():
     postprocess(POOLED[:, :256], spec, OutputOptions(dimensions=128))
     with pytest.raises(InvalidOption, match="64, 128, 256"):
         postprocess(POOLED[:, :256], spec, OutputOptions(dimensions=100))
+
+
+def test_several_formats_from_one_pass_equal_each_format_alone():
+    formats = tuple(EncodingFormat)
+    opts = OutputOptions(dimensions=128)
+    many = postprocess_many(POOLED, MINILM_L6_V2, opts, formats, SCALES)
+    assert list(many) == list(formats)
+    for fmt in formats:
+        alone = postprocess(POOLED, MINILM_L6_V2, OutputOptions(128, fmt), SCALES)
+        if fmt is EncodingFormat.BASE64:
+            assert many[fmt] == alone
+        else:
+            np.testing.assert_array_equal(many[fmt], alone)
+
+
+def test_several_formats_are_all_checked_before_any_work():
+    with pytest.raises(InvalidOption) as info:
+        postprocess_many(POOLED, MINILM_L6_V2, OutputOptions(100), (EncodingFormat.FLOAT, EncodingFormat.UBINARY), SCALES)
+    assert info.value.param == "dimensions"

@@ -22,6 +22,7 @@ class Truncate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRUNCATE_END: _ClassVar[Truncate]
     TRUNCATE_START: _ClassVar[Truncate]
     TRUNCATE_NONE: _ClassVar[Truncate]
+    TRUNCATE_WINDOW: _ClassVar[Truncate]
 ENCODING_FORMAT_UNSPECIFIED: EncodingFormat
 ENCODING_FORMAT_FLOAT: EncodingFormat
 ENCODING_FORMAT_INT8: EncodingFormat
@@ -32,9 +33,10 @@ TRUNCATE_UNSPECIFIED: Truncate
 TRUNCATE_END: Truncate
 TRUNCATE_START: Truncate
 TRUNCATE_NONE: Truncate
+TRUNCATE_WINDOW: Truncate
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("model", "texts", "dimensions", "encoding_format", "normalize", "truncate", "chunk_size")
+    __slots__ = ("model", "texts", "dimensions", "encoding_format", "normalize", "truncate", "chunk_size", "input_type")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +44,7 @@ class EmbedRequest(_message.Message):
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TYPE_FIELD_NUMBER: _ClassVar[int]
     model: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     dimensions: int
@@ -49,17 +52,20 @@ class EmbedRequest(_message.Message):
     normalize: bool
     truncate: Truncate
     chunk_size: int
-    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., dimensions: _Optional[int] = ..., encoding_format: _Optional[_Union[EncodingFormat, str]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[_Union[Truncate, str]] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+    input_type: str
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., dimensions: _Optional[int] = ..., encoding_format: _Optional[_Union[EncodingFormat, str]] = ..., normalize: _Optional[bool] = ..., truncate: _Optional[_Union[Truncate, str]] = ..., chunk_size: _Optional[int] = ..., input_type: _Optional[str] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("index", "values", "quantized")
+    __slots__ = ("index", "values", "quantized", "windows")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     QUANTIZED_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
     index: int
     values: _containers.RepeatedScalarFieldContainer[float]
     quantized: bytes
-    def __init__(self, index: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., quantized: _Optional[bytes] = ...) -> None: ...
+    windows: int
+    def __init__(self, index: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., quantized: _Optional[bytes] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "total_tokens")
@@ -100,7 +106,14 @@ class QualityFigure(_message.Message):
     def __init__(self, option: _Optional[str] = ..., top10_kept: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "aliases", "dimension", "max_input_tokens", "matryoshka_dimensions", "matryoshka_any", "matryoshka_trained", "int8_scales", "quality", "engine", "variants")
+    __slots__ = ("id", "aliases", "dimension", "max_input_tokens", "matryoshka_dimensions", "matryoshka_any", "matryoshka_trained", "int8_scales", "quality", "engine", "variants", "prompts", "input_types", "prompts_declared", "window_tokens", "window_overlap_tokens", "max_windows_per_text")
+    class PromptsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +125,12 @@ class ModelInfo(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_DECLARED_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WINDOWS_PER_TEXT_FIELD_NUMBER: _ClassVar[int]
     id: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     dimension: int
@@ -123,7 +142,13 @@ class ModelInfo(_message.Message):
     quality: _containers.RepeatedCompositeFieldContainer[QualityFigure]
     engine: EngineInfo
     variants: _containers.RepeatedCompositeFieldContainer[VariantInfo]
-    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., dimension: _Optional[int] = ..., max_input_tokens: _Optional[int] = ..., matryoshka_dimensions: _Optional[_Iterable[int]] = ..., matryoshka_any: _Optional[bool] = ..., matryoshka_trained: _Optional[bool] = ..., int8_scales: _Optional[_Iterable[_Union[Int8Scale, _Mapping]]] = ..., quality: _Optional[_Iterable[_Union[QualityFigure, _Mapping]]] = ..., engine: _Optional[_Union[EngineInfo, _Mapping]] = ..., variants: _Optional[_Iterable[_Union[VariantInfo, _Mapping]]] = ...) -> None: ...
+    prompts: _containers.ScalarMap[str, str]
+    input_types: _containers.RepeatedScalarFieldContainer[str]
+    prompts_declared: bool
+    window_tokens: int
+    window_overlap_tokens: int
+    max_windows_per_text: int
+    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., dimension: _Optional[int] = ..., max_input_tokens: _Optional[int] = ..., matryoshka_dimensions: _Optional[_Iterable[int]] = ..., matryoshka_any: _Optional[bool] = ..., matryoshka_trained: _Optional[bool] = ..., int8_scales: _Optional[_Iterable[_Union[Int8Scale, _Mapping]]] = ..., quality: _Optional[_Iterable[_Union[QualityFigure, _Mapping]]] = ..., engine: _Optional[_Union[EngineInfo, _Mapping]] = ..., variants: _Optional[_Iterable[_Union[VariantInfo, _Mapping]]] = ..., prompts: _Optional[_Mapping[str, str]] = ..., input_types: _Optional[_Iterable[str]] = ..., prompts_declared: _Optional[bool] = ..., window_tokens: _Optional[int] = ..., window_overlap_tokens: _Optional[int] = ..., max_windows_per_text: _Optional[int] = ...) -> None: ...
 
 class Fidelity(_message.Message):
     __slots__ = ("min_cos", "mean_cos", "top10_kept", "texts", "long_texts", "precision", "measured_at")
