@@ -5,10 +5,12 @@ peak memory is its own:
        limits and measured cost model), in-process, on pre-tokenized texts: the whole set
        length-sorted and planned (`models.batching.plan_batches`), batches handed to the
        session as many at a time as it has streams. With another variant: that runtime's ceiling.
+  raw1 the same engine, one text at a time: tokenize + run + pool + normalize of each text
+       (`Encoder.embed`), timed one by one: the floor under an idle service's latency.
   st   sentence-transformers `encode` on the same texts, batched as it batches them (sorted,
        32): torch fp32, torch bf16, or its OpenVINO backend (`backend="openvino"`).
 
-    python -m loadtest.engines raw|st --spec spec.json   (prints one JSON line)
+    python -m loadtest.engines raw|raw1|st --spec spec.json   (prints one JSON line)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 
 
 def _timed_batches(batches: list[list[int]], run_batch, runs: int) -> list[dict]:
@@ -84,6 +87,32 @@ def measure_raw(spec_in: dict) -> dict:
     }
 
 
+def measure_raw_single(spec_in: dict) -> dict:
+    from models import cpu as cpuinfo
+    from models.encoder import Encoder
+    from models.specs import resolve_model
+
+    enc = Encoder.from_artifact_dir(
+        resolve_model(spec_in["model"]), Path(spec_in["artifact_dir"]), variant=spec_in["variant"],
+        providers=spec_in["providers"], intra_op_threads=spec_in["intra_op_threads"],
+        max_batch_size=spec_in["max_batch_size"], max_batch_tokens=spec_in["max_batch_tokens"],
+        streams=spec_in.get("streams", 1), cpu=cpuinfo.detect(),
+    )
+    texts = spec_in["texts"]
+    for t in texts:  # one untimed pass: the first run of each shape costs more (OpenVINO compiles it)
+        enc.embed([t])
+    runs = []
+    for _ in range(spec_in["runs"]):
+        lat = []
+        for t in texts:
+            s = time.perf_counter()
+            enc.embed([t])
+            lat.append((time.perf_counter() - s) * 1e3)
+        runs.append({"p50_ms": float(np.median(lat)), "mean_ms": float(np.mean(lat)), "latency_ms": lat})
+    engine = enc.describe()
+    return {"variant": enc.variant, "precision": engine["precision"], "backend": engine["backend"], "runs": runs}
+
+
 def measure_st(spec_in: dict) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
@@ -144,11 +173,11 @@ def run_child(kind: str, spec_in: dict, workdir: Path, timeout_s: float = 3600) 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.engines")
-    p.add_argument("kind", choices=["raw", "st"])
+    p.add_argument("kind", choices=["raw", "raw1", "st"])
     p.add_argument("--spec", required=True)
     a = p.parse_args(argv)
     spec_in = json.loads(Path(a.spec).read_text())
-    result = (measure_raw if a.kind == "raw" else measure_st)(spec_in)
+    result = {"raw": measure_raw, "raw1": measure_raw_single, "st": measure_st}[a.kind](spec_in)
     # Peak resident set of this process over its whole life (Linux reports KiB).
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(result))

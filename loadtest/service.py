@@ -50,21 +50,22 @@ class LocalService:
     """Ray Serve started in this process on free loopback ports, with applications beside
     each other (e.g. cache on and cache off)."""
 
-    http_port: int
-    grpc_port: int
+    ingress: launch.Ingress
     apps: dict[str, App] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, num_cpus: int | None = None, object_store_mb: int = 256) -> "LocalService":
+    def start(cls, num_cpus: int | None = None, object_store_mb: int = 256, ingress: str | None = None) -> "LocalService":
+        """`ingress`: proxy, direct or haproxy (default: the service's own, Settings.ingress)."""
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self = cls(launch.Ingress(ingress or Settings().ingress, "127.0.0.1", free_port(), free_port()))
         # Logical CPUs: each encoder replica reserves one; several apps live side by side.
-        launch.start_ray(num_cpus=num_cpus or max(4, os.cpu_count() or 1), object_store_mb=object_store_mb)
-        self = cls(free_port(), free_port())
-        launch.start_serve("127.0.0.1", self.http_port, self.grpc_port)
+        launch.start_ray(num_cpus=num_cpus or max(4, os.cpu_count() or 1), object_store_mb=object_store_mb,
+                         ingress=self.ingress)
+        launch.start_serve(self.ingress)
         return self
 
     def deploy(self, name: str, route_prefix: str, timeout_s: float = 300, **overrides) -> App:
-        app = launch.run_app(Settings(**overrides), name, route_prefix, self.http_port, self.grpc_port)
+        app = launch.run_app(Settings(**overrides), name, route_prefix)
         self.apps[name] = app.wait_ready(timeout_s)
         return app
 

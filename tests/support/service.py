@@ -24,15 +24,16 @@ def artifact_dir() -> Path:
 
 @dataclass
 class RayServe:
-    http_port: int
-    grpc_port: int
+    ingress: launch.Ingress
+    metrics_port: int
 
     @classmethod
     def start(cls) -> "RayServe":
+        """On the ingress the service runs by default (Settings.ingress), on free ports."""
+        self = cls(launch.Ingress(Settings().ingress, "127.0.0.1", free_port(), free_port()), free_port())
         # 8 logical CPUs: several small apps share this 2-core machine in tests.
-        launch.start_ray(num_cpus=8, object_store_mb=200)
-        self = cls(free_port(), free_port())
-        launch.start_serve("127.0.0.1", self.http_port, self.grpc_port)
+        launch.start_ray(num_cpus=8, object_store_mb=200, ingress=self.ingress, metrics_port=self.metrics_port)
+        launch.start_serve(self.ingress)
         return self
 
     def stop(self) -> None:
@@ -42,8 +43,7 @@ class RayServe:
 def deploy(ray_serve: RayServe, name: str, route_prefix: str, **overrides) -> App:
     """Deploy the application as `name` at `route_prefix` and wait until /ready says so."""
     settings = Settings(artifact_dir=artifact_dir(), **overrides)
-    app = launch.run_app(settings, name, route_prefix, ray_serve.http_port, ray_serve.grpc_port)
-    return app.wait_ready()
+    return launch.run_app(settings, name, route_prefix).wait_ready()
 
 
 def undeploy(name: str) -> None:
