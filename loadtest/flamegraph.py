@@ -8,7 +8,7 @@ model). Needs py-spy (the test extra) and the right to trace this user's process
 
 writes loadtest/flamegraphs/<name>-<process>-<scenario>.svg, one per process and scenario:
 http (single texts over HTTP, cache off), grpc (the same over gRPC), hit (HTTP, every text
-already cached).
+already cached); with --folded also the samples as folded stacks (<...>.folded) for counting.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="all-MiniLM-L6-v2")
     p.add_argument("--artifact-dir", default=None)
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--folded", action="store_true", help="also write the samples as folded stacks (.folded)")
     a = p.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -70,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             spies = []
             for proc, pid in procs.items():
                 stem = out / f"{a.name}-{proc}-{load}"
-                cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(a.duration)), "--rate", str(a.rate),
-                       "--nonblocking", "--output", f"{stem}.svg"]
-                spies.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), stem))
+                for fmt, suffix in (("flamegraph", ".svg"), ("raw", ".folded")) if a.folded else (("flamegraph", ".svg"),):
+                    cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(a.duration)), "--rate", str(a.rate),
+                           "--nonblocking", "--format", fmt, "--output", f"{stem}{suffix}"]
+                    spies.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
+                                  Path(f"{stem}{suffix}")))
             time.sleep(1.0)  # py-spy attaches
             rep = run_load(cfg(concurrency=32, duration_s=a.duration, label=f"single c32 {load}"), single)
             print(f"{a.name} {load}: {rep['requests_per_s']:.1f} requests/s, p50 {rep['latency_ms']['p50'] or 0:.1f} ms, "
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 if proc.returncode != 0:
                     print(f"py-spy failed for {stem.name}: {err[-500:]}", file=sys.stderr)
                 else:
-                    written.append(f"{stem}.svg")
+                    written.append(str(stem))
     finally:
         svc.stop()
     for w in written:

@@ -2,8 +2,10 @@
 
 A round starts the moment the encoder is free and takes every call queued by then (up to a
 token budget, first come first served), so the calls that arrive while one round runs ride
-the next one together. Only when the encoder has been idle does the first call wait a
-little (`max_wait_s`) for company.
+the next one together. Only when the encoder has been idle, and a caller says that more
+calls are on their way (`submit(..., coming=n)`: e.g. requests admitted upstream that have
+not reached the encoder yet), does the first call wait a little (at most `max_wait_s`) for
+them; a call nobody follows starts at once.
 
 Why not a batch window alone (Ray Serve's `@serve.batch`): that forms a batch from whatever
 arrives within the window of its first call and then queues the batch behind the running
@@ -81,19 +83,22 @@ class ContinuousBatcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
+        self._coming = 0  # what the latest caller said: calls still on their way after it
 
     @property
     def queued_tokens(self) -> int:
         return sum(c.tokens for c in self.queue)
 
-    async def submit(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
-        """Pooled vectors for `seqs` (in order), computed in a shared round."""
+    async def submit(self, seqs: list[np.ndarray], coming: int = 0) -> tuple[np.ndarray, RoundInfo]:
+        """Pooled vectors for `seqs` (in order), computed in a shared round. `coming`: how many
+        more calls the caller knows to be on their way (an idle encoder waits for them)."""
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done():
             self._arrived = asyncio.Event()
             self._worker = loop.create_task(self._loop())
         call = _Call(seqs, sum(len(s) for s in seqs), loop.create_future())
         self.queue.append(call)
+        self._coming = coming
         self._arrived.set()
         return await call.future
 
@@ -105,17 +110,18 @@ class ContinuousBatcher:
                 self._arrived.clear()
                 await self._arrived.wait()
                 busy = False
-            if not busy and self.max_wait_s > 0:
-                await self._gather(loop)  # idle encoder: give a lone call's neighbours a moment
+            if not busy and self.max_wait_s > 0 and self._coming > 0:
+                await self._gather(loop)  # idle encoder, company on its way: wait for it
             calls = take_round(self.queue, self.max_round_tokens)
             busy = bool(calls)
             if calls:
                 await self._run(loop, calls)
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait up to `max_wait_s` for more calls, or until a round's worth is queued."""
+        """Wait up to `max_wait_s` for the calls on their way: until the latest caller says no
+        more are coming, or a round's worth is queued."""
         deadline = loop.time() + self.max_wait_s
-        while self.queued_tokens < self.max_round_tokens:
+        while self._coming > 0 and self.queued_tokens < self.max_round_tokens:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return

@@ -63,8 +63,8 @@ class LocalEncoder:
         if "batch_wait_timeout_ms" in config:
             self.batcher.max_wait_s = float(config["batch_wait_timeout_ms"]) / 1000
 
-    async def encode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
-        return await self.batcher.submit(seqs)
+    async def encode(self, seqs: list[np.ndarray], coming: int = 0) -> tuple[np.ndarray, RoundInfo]:
+        return await self.batcher.submit(seqs, coming)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, health_check_period_s=5)
@@ -79,8 +79,9 @@ class EncoderReplica:
         """Batch size, token budget and wait time, retunable live through user_config."""
         self.local.reconfigure(config)
 
-    async def encode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
-        return await self.local.encode(seqs)
+    async def encode(self, seqs: list[np.ndarray], coming: int = 0) -> tuple[np.ndarray, RoundInfo]:
+        """`coming`: requests the calling ingress has admitted that have not reached the encoders yet."""
+        return await self.local.encode(seqs, coming)
 
     def describe(self) -> dict:
         """What runs the model in this replica (backend, precision, CPU, fidelity)."""
@@ -151,8 +152,11 @@ class Ingress:
         self.timeout_s = s.request_timeout_s
         _Replica.frontend = self.frontend
 
-    async def _encode(self, key: str, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
-        call = self.local[key].encode(seqs) if key in self.local else self.encoders[key].encode.remote(seqs)
+    async def _encode(self, key: str, seqs: list[np.ndarray], coming: int = 0) -> tuple[np.ndarray, RoundInfo]:
+        if key in self.local:
+            call = self.local[key].encode(seqs, coming)
+        else:
+            call = self.encoders[key].encode.remote(seqs, coming)
         return await asyncio.wait_for(call, self.timeout_s)
 
     async def _engine(self, key: str) -> dict:

@@ -27,8 +27,9 @@ from models.tokenizer import TextTokenizer, Truncate
 from models.windows import DEFAULT_MAX_WINDOWS, DEFAULT_WINDOW_OVERLAP, pool_windows
 from serving.cache import EmbeddingCache, KeySpace
 
-# (model key, token id arrays) -> (pooled vectors, the round they were computed in)
-EncodeFn = Callable[[str, list[np.ndarray]], Awaitable[tuple[np.ndarray, RoundInfo]]]
+# (model key, token id arrays, how many more requests are on their way to the encoders)
+#   -> (pooled vectors, the round they were computed in)
+EncodeFn = Callable[[str, list[np.ndarray], int], Awaitable[tuple[np.ndarray, RoundInfo]]]
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,9 @@ class Pipeline:
         self.chunk_size = chunk_size
         self.max_chunk_tokens = max_chunk_tokens
         self.admission = Admission(max_in_flight, retry_after_s)
+        # Requests admitted that have not reached the encoders yet (nor left without them): an
+        # idle encoder waits for these, and for nobody else (models.batcher).
+        self.on_the_way = 0
         # Observed work: what reached the encoders (the cache's benefit shows here).
         self.encoder_calls = 0
         self.encoded_texts = 0
@@ -202,9 +206,14 @@ class Pipeline:
 
     async def embed(self, job: EmbedJob) -> EmbedOutcome:
         with self.admission:
-            return await self._embed(job)
+            self.on_the_way += 1
+            ticket = _Ticket(self)
+            try:
+                return await self._embed(job, ticket)
+            finally:
+                ticket.arrive()
 
-    async def _embed(self, job: EmbedJob) -> EmbedOutcome:
+    async def _embed(self, job: EmbedJob, ticket: "_Ticket | None" = None) -> EmbedOutcome:
         t0 = time.perf_counter()
         rt = self.runtime(job.model)
         for fmt in job.formats:
@@ -214,7 +223,7 @@ class Pipeline:
         units = await self.tokenize(rt, job, prompt)
         t1 = time.perf_counter()
 
-        pooled, hits, encode_timings, batch = await self.pooled_vectors(rt, job, units, prompt)
+        pooled, hits, encode_timings, batch = await self.pooled_vectors(rt, job, units, prompt, ticket)
         t2 = time.perf_counter()
         outputs = postprocess_many(pooled, rt.spec, job.options, job.formats, rt.artifacts.int8_scales)
         t3 = time.perf_counter()
@@ -226,7 +235,8 @@ class Pipeline:
         )
 
     async def pooled_vectors(
-        self, rt: ModelRuntime, job: EmbedJob, units: list[list[np.ndarray]], prompt: str = ""
+        self, rt: ModelRuntime, job: EmbedJob, units: list[list[np.ndarray]], prompt: str = "",
+        ticket: "_Ticket | None" = None,
     ) -> tuple[np.ndarray, int, dict[str, float], int]:
         """Full-dimension pooled vectors in input order: cache hits merged with fresh ones.
         Duplicate inputs within the request are embedded once."""
@@ -246,7 +256,7 @@ class Pipeline:
         timings = {"cache": t1 - t0, "queue": 0.0, "inference": 0.0}
         batch = 0
         if missing:
-            fresh, queue_s, infer_s, batch = await self.encode_missing(rt, [units[first[k]] for k in missing])
+            fresh, queue_s, infer_s, batch = await self.encode_missing(rt, [units[first[k]] for k in missing], ticket)
             timings["queue"], timings["inference"] = queue_s, infer_s
             new = dict(zip(missing, fresh))
             self.cache.set_many(new)
@@ -260,7 +270,7 @@ class Pipeline:
         return out, hits, timings, batch
 
     async def encode_missing(
-        self, rt: ModelRuntime, units: list[list[np.ndarray]]
+        self, rt: ModelRuntime, units: list[list[np.ndarray]], ticket: "_Ticket | None" = None
     ) -> tuple[np.ndarray, float, float, int]:
         """One pooled vector per unit (a text's sequence, or a long text's windows). Every
         sequence goes out alone in length-sorted chunks, sent concurrently, so a big request
@@ -270,8 +280,11 @@ class Pipeline:
         chunks = split_sorted([len(s) for s in seqs], self.chunk_size, self.max_chunk_tokens)
         self.encoder_calls += len(chunks)
         self.encoded_texts += len(units)
+        if ticket is not None:
+            ticket.arrive()
+        coming = self.on_the_way
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(self.encode(rt.spec.key, [seqs[i] for i in c]) for c in chunks))
+        results = await asyncio.gather(*(self.encode(rt.spec.key, [seqs[i] for i in c], coming) for c in chunks))
         wall = time.perf_counter() - t0
         out = np.empty((len(seqs), rt.spec.dimension), dtype=np.float32)
         inference, batch = 0.0, 0
@@ -282,3 +295,18 @@ class Pipeline:
         if len(seqs) > len(units):
             out = pool_windows(out, [len(s) for s in seqs], [len(u) for u in units])
         return out, max(wall - inference, 0.0), inference, batch
+
+
+class _Ticket:
+    """One request's place in `Pipeline.on_the_way`, given up once: when its encoder calls go
+    out, or when it ends without any (cache hits, errors)."""
+
+    __slots__ = ("pipeline",)
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+
+    def arrive(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.on_the_way -= 1
+            self.pipeline = None

@@ -83,22 +83,38 @@ def test_a_round_takes_calls_first_come_first_served_within_its_token_budget():
     batcher.close()
 
 
-def test_a_lone_call_on_an_idle_encoder_waits_for_company():
+def test_an_idle_encoder_waits_for_the_calls_said_to_be_on_their_way():
     held = HeldRounds()
     held.release.set()
-    batcher = ContinuousBatcher(held, max_round_tokens=16384, max_wait_s=0.2)
+    batcher = ContinuousBatcher(held, max_round_tokens=16384, max_wait_s=2.0)
     texts = fidelity_texts()[:5]
 
     async def staggered():
         tasks = []
-        for t in texts:
-            tasks.append(asyncio.ensure_future(batcher.submit(seqs_of([t]))))
+        for i, t in enumerate(texts):  # each caller says how many are still behind it
+            tasks.append(asyncio.ensure_future(batcher.submit(seqs_of([t]), coming=len(texts) - 1 - i)))
             await asyncio.sleep(0.01)
         return await asyncio.gather(*tasks)
 
     results = asyncio.run(staggered())
     assert held.rounds == [5]
     assert {info.calls for _, info in results} == {5}
+    # The round started when the last one came, not when the wait ran out.
+    assert max(info.queue_s for _, info in results) < 1.0
+    batcher.close()
+
+
+def test_a_lone_call_with_nobody_coming_starts_at_once():
+    held = HeldRounds()
+    held.release.set()
+    batcher = ContinuousBatcher(held, max_round_tokens=16384, max_wait_s=2.0)
+
+    async def one():
+        return await batcher.submit(seqs_of(["a search query"]), coming=0)
+
+    _, info = asyncio.run(one())
+    assert held.rounds == [1]
+    assert info.queue_s < 1.0  # did not sit out the 2 s wait for company
     batcher.close()
 
 
