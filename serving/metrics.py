@@ -1,4 +1,6 @@
-"""Prometheus metrics on Ray's metrics endpoint (port 8080 on each node).
+"""Prometheus metrics on Ray's metrics endpoint of each node (EMBEDSERVE_METRICS_PORT, 8080, on a
+node `embedserve serve` starts; `--metrics-export-port 8080` on the Helm chart's pods), where
+Ray names them with a `ray_` prefix (ray_embedserve_requests_total, ...).
 
 | name | kind | tags |
 |---|---|---|

@@ -94,3 +94,21 @@ def test_health_check_serves_kubernetes_probes(service):
     with service.grpc_channel() as channel:
         resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), metadata=service.grpc_metadata)
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_and_calls_the_service_without_the_proto_files(service):
+    """What `grpcurl <host:port> list` and a call by name do: everything from the server."""
+    from google.protobuf import descriptor_pool, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with service.grpc_channel() as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        assert {"embedserve.v1.EmbeddingService", "grpc.health.v1.Health"} <= set(db.get_services())
+        pool = descriptor_pool.DescriptorPool(db)  # not the generated modules' pool
+        method = pool.FindServiceByName("embedserve.v1.EmbeddingService").FindMethodByName("Embed")
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        call = channel.unary_unary("/embedserve.v1.EmbeddingService/Embed", request_serializer=request_cls.SerializeToString,
+                                   response_deserializer=response_cls.FromString)
+        resp = call(request_cls(model="all-MiniLM-L6-v2", texts=["reflected"]), metadata=service.grpc_metadata)
+    assert len(resp.data) == 1 and len(resp.data[0].values) == 384
