@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from models.errors import ArtifactsMissing
@@ -67,9 +68,10 @@ class ModelArtifacts:
     def checksum(self, name: str) -> str:
         return self.variant(name)["sha256"]
 
-    @property
+    @cached_property
     def int8_scales(self) -> dict[int, float]:
-        """Symmetric int8 output scale for each output dimension count."""
+        """Symmetric int8 output scale for each output dimension count (read once: every
+        request's post-processing asks)."""
         return {int(k): float(v) for k, v in self.manifest.get("int8_scales", {}).items()}
 
     @property

@@ -1,8 +1,10 @@
 """The one request pipeline every front door calls (OpenAI and Cohere HTTP, gRPC):
 
-validate -> prompt -> tokenize (long texts: windows) -> cache lookup (one MGET) -> misses to
-the encoders in length-sorted chunks (windows ride as ordinary sequences, pooled back per text
-after) -> cache write (background) -> merge in input order -> post-process (once per format).
+validate -> prompt -> cache lookup (one MGET) -> tokenize the misses (long texts: windows) ->
+misses to the encoders in length-sorted chunks (windows ride as ordinary sequences, pooled back
+per text after) -> cache write (background) -> merge in input order -> post-process (once per
+format). A cached entry holds the input's token and window counts beside its vector, so a hit
+is never tokenized.
 
 It knows nothing of HTTP, gRPC or Ray: encoders are reached through an async `EncodeFn`.
 """
@@ -79,6 +81,7 @@ class ModelRuntime:
     prompts: dict[str, str] = field(default_factory=dict)  # input type -> prompt (models.prompts)
     window_overlap: int = DEFAULT_WINDOW_OVERLAP
     max_windows: int = DEFAULT_MAX_WINDOWS
+    _spaces: dict = field(default_factory=dict, repr=False, compare=False)  # (truncate, prompt) -> KeySpace
 
     @classmethod
     def load(
@@ -99,17 +102,24 @@ class ModelRuntime:
         return cls(spec, artifacts, variant, tokenizer, table, window_overlap, max_windows)
 
     def keyspace(self, truncate: Truncate, prompt: str = "") -> KeySpace:
-        side = {Truncate.START: "start", Truncate.WINDOW: f"window/{self.window_overlap}"}.get(truncate, "end")
-        return KeySpace(
-            model_id=self.spec.id,
-            revision=self.artifacts.checksum(self.variant),
-            variant=self.variant,
-            pooling=self.spec.pooling,
-            normalize=False,  # the cache holds pooled vectors; normalization comes after
-            max_length=self.spec.max_seq_length,
-            truncation_side=side,
-            prompt=prompt,
-        )
+        """Made once per (truncation, prompt): its prefix is a hash of its fields."""
+        space = self._spaces.get((truncate, prompt))
+        if space is None:
+            # "none" apart from "end": a hit is not tokenized again, so a text too long for
+            # truncate none must never find the vector its truncated self left under "end".
+            side = {Truncate.START: "start", Truncate.NONE: "none",
+                    Truncate.WINDOW: f"window/{self.window_overlap}/{self.max_windows}"}.get(truncate, "end")
+            space = self._spaces[(truncate, prompt)] = KeySpace(
+                model_id=self.spec.id,
+                revision=self.artifacts.checksum(self.variant),
+                variant=self.variant,
+                pooling=self.spec.pooling,
+                normalize=False,  # the cache holds pooled vectors; normalization comes after
+                max_length=self.spec.max_seq_length,
+                truncation_side=side,
+                prompt=prompt,
+            )
+        return space
 
 
 class Admission:
@@ -186,11 +196,7 @@ class Pipeline:
     async def tokenize(self, rt: ModelRuntime, job: EmbedJob, prompt: str = "") -> list[list[np.ndarray]]:
         """Per input, the sequences the model reads: one, or a long text's windows."""
         if job.texts is None:
-            if prompt:
-                raise InvalidOption(
-                    f"input_type '{job.input_type}' puts a prompt before the text; token ids are embedded as given.",
-                    param="input_type",
-                )
+            check_prompt(job, prompt)
             return [[s] for s in rt.tokenizer.encode_ids(job.token_ids, job.truncate)]
 
         def work() -> list[list[np.ndarray]]:
@@ -220,26 +226,26 @@ class Pipeline:
             validate_options(rt.spec, replace(job.options, encoding_format=fmt))
         self.check_count(job)
         prompt = resolve_prompt(rt.prompts, job.input_type)
-        units = await self.tokenize(rt, job, prompt)
-        t1 = time.perf_counter()
+        check_prompt(job, prompt)
 
-        pooled, hits, encode_timings, batch = await self.pooled_vectors(rt, job, units, prompt, ticket)
+        pooled, counts, hits, timings, batch = await self.pooled_vectors(rt, job, prompt, ticket)
         t2 = time.perf_counter()
         outputs = postprocess_many(pooled, rt.spec, job.options, job.formats, rt.artifacts.int8_scales)
         t3 = time.perf_counter()
-        timings = {"tokenize": t1 - t0, **encode_timings, "postprocess": t3 - t2, "total": t3 - t0}
-        tokens = int(sum(len(s) for unit in units for s in unit))
-        windows = [len(u) for u in units] if job.truncate is Truncate.WINDOW else None
+        timings = {**timings, "postprocess": t3 - t2, "total": t3 - t0}
+        tokens = int(counts[:, 0].sum())
+        windows = counts[:, 1].astype(int).tolist() if job.truncate is Truncate.WINDOW else None
         return EmbedOutcome(
             rt.spec.id, outputs[job.options.encoding_format], tokens, hits, timings, batch, outputs, windows
         )
 
     async def pooled_vectors(
-        self, rt: ModelRuntime, job: EmbedJob, units: list[list[np.ndarray]], prompt: str = "",
-        ticket: "_Ticket | None" = None,
-    ) -> tuple[np.ndarray, int, dict[str, float], int]:
-        """Full-dimension pooled vectors in input order: cache hits merged with fresh ones.
-        Duplicate inputs within the request are embedded once."""
+        self, rt: ModelRuntime, job: EmbedJob, prompt: str = "", ticket: "_Ticket | None" = None,
+    ) -> tuple[np.ndarray, np.ndarray, int, dict[str, float], int]:
+        """Full-dimension pooled vectors in input order, cache hits merged with fresh ones, and
+        each input's (tokens, windows). Only the misses are tokenized; duplicate inputs within
+        the request are embedded once."""
+        dim = rt.spec.dimension
         space = rt.keyspace(job.truncate, prompt)
         raw = job.texts if job.texts is not None else job.token_ids
         keys = [space.key(x) for x in raw]
@@ -251,23 +257,33 @@ class Pipeline:
         t0 = time.perf_counter()
         cached = await self.cache.get_many(unique)
         t1 = time.perf_counter()
-        found = {k: v for k, v in zip(unique, cached) if v is not None}
+        # An entry is the vector and then the input's token and window counts (ENTRY_EXTRA).
+        found = {k: v for k, v in zip(unique, cached) if v is not None and v.shape == (dim + ENTRY_EXTRA,)}
         missing = [k for k in unique if k not in found]
-        timings = {"cache": t1 - t0, "queue": 0.0, "inference": 0.0}
+        timings = {"tokenize": 0.0, "cache": t1 - t0, "queue": 0.0, "inference": 0.0}
         batch = 0
         if missing:
-            fresh, queue_s, infer_s, batch = await self.encode_missing(rt, [units[first[k]] for k in missing], ticket)
+            idx = [first[k] for k in missing]
+            part = (replace(job, texts=[job.texts[i] for i in idx]) if job.texts is not None
+                    else replace(job, token_ids=[job.token_ids[i] for i in idx]))
+            units = await self.tokenize(rt, part, prompt)
+            timings["tokenize"] = time.perf_counter() - t1
+            fresh, queue_s, infer_s, batch = await self.encode_missing(rt, units, ticket)
             timings["queue"], timings["inference"] = queue_s, infer_s
-            new = dict(zip(missing, fresh))
+            entries = np.empty((len(missing), dim + ENTRY_EXTRA), dtype=np.float32)
+            entries[:, :dim] = fresh
+            entries[:, dim] = [sum(len(s) for s in u) for u in units]  # exact in float32 below 2**24
+            entries[:, dim + 1] = [len(u) for u in units]
+            new = dict(zip(missing, entries))
             self.cache.set_many(new)
             found.update(new)
 
-        out = np.empty((len(keys), rt.spec.dimension), dtype=np.float32)
+        out = np.empty((len(keys), dim + ENTRY_EXTRA), dtype=np.float32)
         for i, k in enumerate(keys):
             out[i] = found[k]
         missed = set(missing)
         hits = sum(1 for k in keys if k not in missed)
-        return out, hits, timings, batch
+        return np.ascontiguousarray(out[:, :dim]), out[:, dim:], hits, timings, batch
 
     async def encode_missing(
         self, rt: ModelRuntime, units: list[list[np.ndarray]], ticket: "_Ticket | None" = None
@@ -295,6 +311,18 @@ class Pipeline:
         if len(seqs) > len(units):
             out = pool_windows(out, [len(s) for s in seqs], [len(u) for u in units])
         return out, max(wall - inference, 0.0), inference, batch
+
+
+# What a cache entry holds after the vector: the input's token count and window count.
+ENTRY_EXTRA = 2
+
+
+def check_prompt(job: EmbedJob, prompt: str) -> None:
+    if prompt and job.texts is None:
+        raise InvalidOption(
+            f"input_type '{job.input_type}' puts a prompt before the text; token ids are embedded as given.",
+            param="input_type",
+        )
 
 
 class _Ticket:

@@ -165,11 +165,11 @@ def test_key_is_prefix_plus_sha256_hex():
     ks = keyspace()
     prefix = ks.prefix()
     name, version, digest, rest = prefix.split(":")
-    assert (name, version, rest) == ("embedserve", "v1", "")
+    assert (name, version, rest) == ("embedserve", "v2", "")
     assert len(digest) == 16
     key = ks.key("hello")
     assert key.startswith(prefix) and len(key) == len(prefix) + 64
-    assert keyspace(key_prefix="other").prefix().startswith("other:v1:")
+    assert keyspace(key_prefix="other").prefix().startswith("other:v2:")
 
 
 def test_text_and_token_ids_never_collide():

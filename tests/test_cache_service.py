@@ -107,7 +107,26 @@ def test_redis_serves_repeats_and_stores_full_vectors(redis_app):
     assert headers["x-cache-hits"] == "3"
     np.testing.assert_array_equal(first, second)
     keys = redis.client().keys("embedserve:*")
-    assert keys and len(redis.client().get(keys[0])) == 384 * 4
+    # The full vector, then the input's token and window counts (a hit is not tokenized again).
+    entries = [np.frombuffer(redis.client().get(k), dtype="<f4") for k in keys]
+    assert entries and all(e.shape == (384 + 2,) for e in entries)
+    status, _, body = app.post("/tokenize", {"model": M, "input": texts})
+    assert status == 200
+    assert sorted(int(e[384]) for e in entries) == sorted(body["counts"]) and all(e[385] == 1 for e in entries)
+
+
+def test_a_cache_hit_reports_the_same_usage_as_the_miss(redis_app):
+    app, _ = redis_app
+    texts = unique_texts(4)
+    miss = app.post("/v1/embeddings", {"model": M, "input": texts})
+    time.sleep(0.3)
+    hit = app.post("/v1/embeddings", {"model": M, "input": texts + texts[:1]})
+    assert miss[1]["x-cache-hits"] == "0" and hit[1]["x-cache-hits"] == "5"
+    assert hit[2]["usage"]["prompt_tokens"] == miss[2]["usage"]["prompt_tokens"] + body_tokens(app, texts[:1])
+
+
+def body_tokens(app, texts) -> int:
+    return sum(app.post("/tokenize", {"model": M, "input": texts})[2]["counts"])
 
 
 def test_redis_going_away_slows_requests_but_never_fails_them(redis_app):
@@ -133,3 +152,11 @@ def test_redis_going_away_slows_requests_but_never_fails_them(redis_app):
         time.sleep(0.5)
     assert headers["x-cache-hits"] == "3", "hits did not resume after Redis came back"
     np.testing.assert_allclose(vectors, reference, atol=1e-6)
+
+
+def test_a_text_too_long_for_truncate_none_is_refused_even_when_its_truncated_vector_is_cached(service):
+    text = f"cached long text {time.time()} " + "many words " * 400
+    assert service.post("/v1/embeddings", {"model": M, "input": text})[0] == 200  # truncated, cached
+    time.sleep(0.3)
+    status, _, body = service.post("/v1/embeddings", {"model": M, "input": text, "truncate": "none"})
+    assert status == 400 and "truncate is 'none'" in body["error"]["message"], body
