@@ -16,6 +16,7 @@ import logging
 import numpy as np
 from ray import serve
 from ray.serve.config import BackpressureConfig
+from ray.serve.schema import LoggingConfig
 from ray.serve.handle import DeploymentHandle
 
 from models.artifacts import ModelArtifacts
@@ -30,6 +31,7 @@ from serving import grpc_api
 from serving.cache import build_cache
 from serving.frontend import Frontend
 from serving.http_api import build_http_app
+from serving.launch import running_ingress
 from serving.metrics import EncoderMetrics, IngressMetrics
 from serving.pipeline import ModelRuntime, Pipeline
 from serving.settings import Settings
@@ -106,6 +108,11 @@ http_app = build_http_app(lambda: _Replica.frontend)
 class Ingress:
     def __init__(self, encoders: dict[str, DeploymentHandle], settings: dict):
         s = Settings(**settings)
+        running = running_ingress()
+        if running != s.ingress:  # Ray read its environment at start; the setting cannot change it now
+            log.warning("EMBEDSERVE_INGRESS is %s but this Ray Serve runs %s: the nodes' environment decides "
+                        "(embedserve serve sets it; a cluster needs it in every Ray container, see the Helm chart)",
+                        s.ingress, running)
         self.encoders = encoders
         runtimes = {}
         self.local: dict[str, LocalEncoder] = {}
@@ -214,6 +221,7 @@ def build_app(args: dict | None = None, settings: Settings | None = None) -> ser
                 num_replicas=s.encoder_replicas,
                 max_ongoing_requests=s.encoder_max_ongoing_requests,
                 ray_actor_options={"num_cpus": s.encoder_num_cpus, "num_gpus": s.encoder_num_gpus},
+                logging_config=LoggingConfig(enable_access_log=s.access_log),
             ).bind(spec.id, wire)
     return Ingress.options(
         num_replicas=s.ingress_replicas,
@@ -222,4 +230,5 @@ def build_app(args: dict | None = None, settings: Settings | None = None) -> ser
         max_ongoing_requests=s.max_ongoing_requests * 2,
         max_queued_requests=s.max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=429, retry_after_s=s.retry_after_s),
+        logging_config=LoggingConfig(enable_access_log=s.access_log),
     ).bind(encoders, wire)

@@ -29,6 +29,8 @@ def free_port() -> int:
 
 # Ports one node's direct-ingress replicas take, from the HTTP (gRPC) port up: one a replica.
 DIRECT_PORT_SPAN = 64
+# Seconds a stopping direct-ingress replica on this machine keeps its port open for new requests.
+LOCAL_DRAIN_NOTICE_S = 1
 
 
 @dataclass(frozen=True)
@@ -58,24 +60,29 @@ class Ingress:
     def from_settings(cls, s: Settings) -> "Ingress":
         return cls(s.ingress, s.host, s.http_port, s.grpc_port)
 
-    def env(self) -> dict[str, str]:
-        """Ray Serve's environment for this ingress. Every switch is set, so a value inherited
-        from a parent process (a test session, say) never leaks into another mode."""
+    def switches(self) -> dict[str, str]:
+        """Ray Serve's switches for this kind of ingress, the same on every node (the Helm
+        chart sets these in its Ray containers). All of them, so that a value inherited from a
+        parent process (a test session, say) never leaks into another mode."""
         direct = self.kind in ("direct", "haproxy")
-        env = {
+        return {
             "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1" if direct else "0",
             "RAY_SERVE_ENABLE_HA_PROXY": "1" if self.kind == "haproxy" else "0",
             # The user's methods run on the replica's own event loop, not a second one in
             # another thread: one loop hop less per request.
             "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
         }
+
+    def env(self) -> dict[str, str]:
+        """The switches, and the ports and paths of this machine's instance."""
+        direct = self.kind in ("direct", "haproxy")
+        env = self.switches()
         if not direct:
             return env
         # A stopping replica keeps answering this long so that an outside load balancer
         # notices (Ray's default: 30 s). Locally nothing needs to notice; a cluster's
         # environment (the Helm chart) keeps Ray's default.
-        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = os.environ.get(
-            "EMBEDSERVE_DRAIN_NOTICE_S", "1")
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(LOCAL_DRAIN_NOTICE_S)
         if self.kind == "direct":
             env.update({
                 "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(self.http_port),
@@ -105,6 +112,15 @@ class Ingress:
             "RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, os.cpu_count() or 1)),
         })
         return env
+
+
+def running_ingress() -> str:
+    """The ingress the Ray Serve of this process runs (as its environment said when it started)."""
+    from ray.serve._private import constants
+
+    if constants.RAY_SERVE_ENABLE_HA_PROXY:
+        return "haproxy"
+    return "direct" if constants.RAY_SERVE_ENABLE_DIRECT_INGRESS else "proxy"
 
 
 def start_ray(

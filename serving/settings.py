@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         8080, ge=0, le=65535, description="Prometheus metrics of a local Ray node (0: a port Ray picks)."
     )
+    access_log: bool = Field(
+        False, description="Ray Serve's access log, a line per request (a few per cent of a single-text request's CPU)."
+    )
 
     # Models and how they run.
     models: CommaList = Field([DEFAULT_MODEL], description="Models to serve (ids or aliases, comma-separated).")

@@ -37,13 +37,23 @@ def pick(w: int, n: int, k: int) -> list[int]:
     return [(start + j * 5) % len(POOL) for j in range(k)]
 
 
-def wrong_vectors(answers, ref: np.ndarray, atol: float = 1e-4) -> list[str]:
+# The same text's vector, whatever round it rode in: bf16 (openvino-bf16, `auto` on CPUs with
+# bf16 units) moves components by up to ~5e-4 with the batch's shape; another text's vector is
+# far below this cosine.
+SAME_COS = 0.9999
+
+
+def same_vectors(got: np.ndarray, ref: np.ndarray) -> bool:
+    return got.shape == ref.shape and bool(np.all(np.sum(got * ref, axis=1) >= SAME_COS))
+
+
+def wrong_vectors(answers, ref: np.ndarray) -> list[str]:
     bad = []
     for a in answers:
         if a.status != 200:
             continue
         got = np.array([d["embedding"] for d in a.body["data"]], dtype=np.float32)
-        if got.shape != (len(a.tag), ref.shape[1]) or not np.allclose(got, ref[a.tag], atol=atol):
+        if not same_vectors(got, ref[a.tag]):
             bad.append(f"request at {a.sent_at:.1f}s: indices {a.tag[:3]}...")
     return bad
 
@@ -162,7 +172,7 @@ def test_encoder_replica_killed_under_load(plain):
             break
         time.sleep(1)
     assert after and after != before, after
-    np.testing.assert_allclose(reference(plain), ref, atol=1e-4)
+    assert same_vectors(reference(plain), ref)
 
 
 # ---- Ctrl-C / SIGTERM ----------------------------------------------------------------------
