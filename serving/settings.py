@@ -83,7 +83,8 @@ class Settings(BaseSettings):
         DEFAULT_MAX_BATCH_TOKENS, ge=512, description="Most padded tokens in one encoder run (a batching round gathers 16x this)."
     )
     batch_wait_timeout_ms: float = Field(
-        5.0, ge=0, description="On an idle encoder, how long a first call waits for others to share its round."
+        5.0, ge=0, description="Most an idle encoder waits for requests already on their way to it (admitted, not yet "
+        "at the encoder) to share its round; a request nobody follows starts at once."
     )
     chunk_size: int = Field(64, ge=1, description="Texts per encoder call when a request is split.")
 

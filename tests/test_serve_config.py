@@ -28,7 +28,7 @@ from tests.test_helm_chart import (  # noqa: F401 (helm is a fixture)
 
 SERVE_YAML = REPO_ROOT / "deploy" / "serve.yaml"
 # Settings both configs must give the same value (the rest may differ: cluster vs laptop).
-SHARED_ARGS = ("encoder_placement", "models", "variant", "max_batch_size", "batch_wait_timeout_ms", "max_batch_tokens", "cache")
+SHARED_ARGS = ("encoder_placement", "ingress", "models", "variant", "max_batch_size", "batch_wait_timeout_ms", "max_batch_tokens", "cache")
 
 
 @pytest.fixture(scope="module")

@@ -119,6 +119,7 @@ applications:
     import_path: serving.app:build_app
     args:
       encoder_placement: replica
+      ingress: {{ $s.ingress.mode }}
       models: {{ join "," .Values.models | quote }}
       variant: {{ $s.variant }}
       {{- with $s.providers }}
@@ -170,8 +171,18 @@ app.kubernetes.io/component: ray
 {{- end }}
 {{- end }}
 
-{{/* Environment of every Ray container: Redis URL, API keys, extraEnv. */}}
+{{/* Environment of every Ray container: Ray Serve's ingress switches (read when Ray starts;
+serving.launch.Ingress.switches is the same), Redis URL, API keys, extraEnv. */}}
 {{- define "embedserve.env" -}}
+{{- $mode := .Values.serve.ingress.mode }}
+- name: EMBEDSERVE_INGRESS
+  value: {{ $mode | quote }}
+- name: RAY_SERVE_ENABLE_DIRECT_INGRESS
+  value: {{ if eq $mode "proxy" }}"0"{{ else }}"1"{{ end }}
+- name: RAY_SERVE_ENABLE_HA_PROXY
+  value: {{ if eq $mode "haproxy" }}"1"{{ else }}"0"{{ end }}
+- name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD
+  value: "0"
 {{- if .Values.redis.enabled }}
 - name: EMBEDSERVE_REDIS_URL
   value: {{ printf "redis://%s:6379/0" (include "embedserve.redisName" .) | quote }}
