@@ -8,6 +8,8 @@ same machine, in one run, on the corpus the repository carries.
                     what `auto` picks on a CPU without bf16 units, and the second model
   (2) sentence-transformers `encode`, the same texts, batched as it batches them (sorted, 32):
                     torch fp32, torch bf16, and its OpenVINO backend
+  (ingress) single texts through each ingress Ray Serve offers (proxy, direct, haproxy), each on
+                    a Ray of its own, beside the raw engine's batch-1 latency (loadtest.ingress)
   (3) the service (its own local Ray Serve, started here on free loopback ports):
       bulk HTTP (64 texts a request), single texts at concurrency 32 (dynamic batching),
       gRPC bulk, and cache hits (the same texts again) next to cache misses (unique texts)
@@ -74,6 +76,8 @@ def parse_args(argv):
     p.add_argument("--hit-passes", type=int, default=5, help="passes over the texts in a cache-hit run")
     p.add_argument("--artifact-dir", default=None)
     p.add_argument("--skip-st", action="store_true", help="leave out sentence-transformers")
+    p.add_argument("--skip-ingress", action="store_true",
+                   help="leave out the ingress options side by side (python -m loadtest.ingress)")
     p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     p.add_argument("--json", default=None, help="default: loadtest/results/bench-<time>.json")
     p.add_argument("--no-progress", action="store_true")
@@ -227,7 +231,7 @@ LABELS = {
 }
 
 
-def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dict) -> str:
+def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dict, ingress: dict | None = None) -> str:
     m = meta["machine"]
     cs = meta["corpus"]
     raw = summary["raw"]["texts_per_s"]
@@ -309,6 +313,22 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
     ]
     for label, value, verdict in verdicts:
         lines.append(f"| {label} | {f(value, 2)}x | {verdict} |")
+    if ingress:
+        from loadtest.ingress import markdown as ingress_table
+
+        ia = ingress["args"]
+        lines += [
+            "",
+            "## Ingress options side by side: single texts (`python -m loadtest.ingress`)",
+            "",
+            f"Each option in its own local Ray (the option is Ray Serve's environment), cache off except the cache-hit row; "
+            f"{ia['texts']} texts a c32 run, {ia['idle_requests']} one-at-a-time requests an idle run, medians of "
+            f"{ia['runs']} run(s). `direct` is what `embedserve serve` runs (and the service rows above); the Helm chart "
+            "and serve.yaml run `haproxy`. The raw batch-1 figure is the engine alone, one text at a time (tokenize + "
+            "run + pool, `python -m loadtest.engines raw1`).",
+            "",
+            ingress_table(ingress["summary"], ia["runs"], summary.get("raw", {}).get("texts_per_s")),
+        ]
     lines += [
         "",
         "## Where a request's time goes (service path)",
@@ -374,6 +394,16 @@ def main(argv: list[str] | None = None) -> int:
         engines[key] = {k: result.get(k) for k in ("variant", "precision", "describe", "mode")}
         if key == "raw":
             raw = result
+    ingress = None
+    if not a.skip_ingress:  # before the service's own Ray starts: each option runs a Ray of its own
+        from loadtest import ingress as ingress_bench
+
+        ia = ingress_bench.parse_args(
+            (["--quick"] if a.quick else []) + ["--runs", str(a.runs), "--model", a.model, "--variant", a.variant,
+                                                "--providers", a.providers]
+            + (["--artifact-dir", a.artifact_dir] if a.artifact_dir else []))
+        results, isummary, _ = ingress_bench.measure_all(ia, workdir)
+        ingress = {"args": vars(ia), "results": results, "summary": isummary}
     svc_rows, stages = measure_service(a, corpus, progress)
     service_stats = svc_rows.pop("_stats", None)
     rows.update(svc_rows)
@@ -404,11 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         "raw_tokenize_s": raw["tokenize_s"],
         "engines": engines,
     }
-    md = render(a, meta, rows, summary, verdicts, stages)
+    md = render(a, meta, rows, summary, verdicts, stages, ingress)
     Path(a.output).write_text(md)
     out_json = a.json or ROOT / "loadtest" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     write_json({"meta": meta, "args": vars(a), "rows": rows, "summary": summary, "service_stats": service_stats,
-                "verdicts": verdicts, "stages": stages}, out_json)
+                "verdicts": verdicts, "stages": stages, "ingress": ingress}, out_json)
 
     # The table on stdout, then the verdicts.
     start = md.index("| measurement")

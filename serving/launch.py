@@ -71,6 +71,9 @@ class Ingress:
             # The user's methods run on the replica's own event loop, not a second one in
             # another thread: one loop hop less per request.
             "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+            # HAProxy would log every request to a socket that a Python actor parses for Ray's
+            # HTTP metrics; the replica records them itself instead (cached, cheap).
+            "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
         }
 
     def env(self) -> dict[str, str]:

@@ -183,6 +183,8 @@ serving.launch.Ingress.switches is the same), Redis URL, API keys, extraEnv. */}
   value: {{ if eq $mode "haproxy" }}"1"{{ else }}"0"{{ end }}
 - name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD
   value: "0"
+- name: RAY_SERVE_HAPROXY_METRICS_ENABLED
+  value: "0"
 {{- if .Values.redis.enabled }}
 - name: EMBEDSERVE_REDIS_URL
   value: {{ printf "redis://%s:6379/0" (include "embedserve.redisName" .) | quote }}
