@@ -50,14 +50,14 @@ class LocalService:
     """Ray Serve started in this process on free loopback ports, with applications beside
     each other (e.g. cache on and cache off)."""
 
-    ingress: launch.Ingress
+    ingress: launch.IngressConfig
     apps: dict[str, App] = field(default_factory=dict)
 
     @classmethod
     def start(cls, num_cpus: int | None = None, object_store_mb: int = 256, ingress: str | None = None) -> "LocalService":
         """`ingress`: proxy, direct or haproxy (default: the service's own, Settings.ingress)."""
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self = cls(launch.Ingress(ingress or Settings().ingress, "127.0.0.1", free_port(), free_port()))
+        self = cls(launch.IngressConfig(ingress or Settings().ingress, "127.0.0.1", free_port(), free_port()))
         # Logical CPUs: each encoder replica reserves one; several apps live side by side.
         launch.start_ray(num_cpus=num_cpus or max(4, os.cpu_count() or 1), object_store_mb=object_store_mb,
                          ingress=self.ingress)

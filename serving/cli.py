@@ -12,7 +12,7 @@ from pathlib import Path
 from models.artifacts import ModelArtifacts
 from models.errors import ArtifactsMissing
 from models.specs import REGISTRY, resolve_model
-from serving.launch import App, Ingress, run_app, start_ray, start_serve, stop
+from serving.launch import App, IngressConfig, run_app, start_ray, start_serve, stop
 from serving.settings import Settings
 
 
@@ -59,7 +59,7 @@ def ensure_exported(s: Settings) -> None:
 
 def start(s: Settings) -> App:
     """Start (or join) Ray, start Ray Serve's proxies and run the application."""
-    ingress = Ingress.from_settings(s)
+    ingress = IngressConfig.from_settings(s)
     start_ray(s.ray_address, object_store_mb=s.object_store_mb, ingress=ingress, metrics_port=s.metrics_port)
     start_serve(ingress)
     return run_app(s)
@@ -89,8 +89,12 @@ def serve_command(args) -> int:
               f"CPU {e.get('cpu', {}).get('model')} [{', '.join(e.get('cpu', {}).get('features', []))}]"
               + (f", min cosine {fid['min_cos']:.5f} to sentence-transformers" if fid else ""), flush=True)
         print(f"    why: {e.get('choice')}", flush=True)
-    print(f"  HTTP  http://{s.host}:{s.http_port}/v1/embeddings   (OpenAI-compatible)", flush=True)
-    print(f"  gRPC  {s.host}:{s.grpc_port}   embedserve.v1.EmbeddingService", flush=True)
+    # Where the application answers, as Ray Serve routes it (direct ingress: the replica's own ports).
+    print(f"  HTTP  {app.http_url}/v1/embeddings   (OpenAI-compatible; ingress: {s.ingress})", flush=True)
+    if s.grpc_port:
+        print(f"  gRPC  {app.grpc_target}   embedserve.v1.EmbeddingService (reflection on)", flush=True)
+    if s.metrics_port and not s.ray_address:
+        print(f"  Prometheus  http://127.0.0.1:{s.metrics_port}/metrics   (ray_embedserve_*)", flush=True)
     print("Ctrl-C stops it.", flush=True)
     stopping.wait()
     print("shutting down: draining requests in flight", flush=True)

@@ -34,7 +34,7 @@ LOCAL_DRAIN_NOTICE_S = 1
 
 
 @dataclass(frozen=True)
-class Ingress:
+class IngressConfig:
     """How requests reach the applications of one Ray Serve instance (`Settings.ingress`), and
     where it listens. Ray Serve reads the choice from environment variables when its controller
     and replicas start, so `env()` must be in place before Ray starts (a local Ray inherits
@@ -57,7 +57,7 @@ class Ingress:
     state_dir: str | None = None  # haproxy: its config, sockets and state files (default: a temp dir)
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "Ingress":
+    def from_settings(cls, s: Settings) -> "IngressConfig":
         return cls(s.ingress, s.host, s.http_port, s.grpc_port)
 
     def switches(self) -> dict[str, str]:
@@ -128,7 +128,7 @@ def running_ingress() -> str:
 
 def start_ray(
     address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512,
-    ingress: Ingress | None = None, metrics_port: int | None = None,
+    ingress: IngressConfig | None = None, metrics_port: int | None = None,
 ) -> None:
     """Join the Ray cluster at `address`, or start a local one without a dashboard, its object
     store capped, its Prometheus metrics on `metrics_port` (None: a port Ray picks), Ray Serve's
@@ -136,7 +136,7 @@ def start_ray(
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.update((ingress or Ingress()).env())
+    os.environ.update((ingress or IngressConfig()).env())
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return
@@ -150,7 +150,7 @@ def start_ray(
     )
 
 
-def start_serve(ingress: Ingress) -> None:
+def start_serve(ingress: IngressConfig) -> None:
     """Ray Serve with HTTP, and gRPC unless the ingress's grpc_port is 0."""
     from ray import serve
     from ray.serve.config import gRPCOptions, HTTPOptions

@@ -277,14 +277,14 @@ def test_ray_cluster_shape(helm, values):
 @pytest.mark.parametrize("mode", ["haproxy", "proxy"])
 def test_every_ray_container_gets_the_ingress_switches_embedserve_serve_sets(helm, mode, tmp_path):
     """Ray Serve reads its ingress from the environment when Ray starts: the chart sets the
-    same switches as `embedserve serve` (serving.launch.Ingress), and the app's setting agrees."""
-    from serving.launch import Ingress
+    same switches as `embedserve serve` (serving.launch.IngressConfig), and the app's setting agrees."""
+    from serving.launch import IngressConfig
 
     values = tmp_path / "ingress.yaml"
     values.write_text(f"serve:\n  ingress:\n    mode: {mode}\n")
     rayservice = only(render(helm, values), "RayService")
     assert serve_config(rayservice)["applications"][0]["args"]["ingress"] == mode
-    switches = Ingress(mode).switches()
+    switches = IngressConfig(mode).switches()
     for group, container in ray_containers(rayservice):
         env = {k: e.get("value") for k, e in env_of(container).items()}
         assert {k: env.get(k) for k in switches} == switches, group

@@ -24,13 +24,13 @@ def artifact_dir() -> Path:
 
 @dataclass
 class RayServe:
-    ingress: launch.Ingress
+    ingress: launch.IngressConfig
     metrics_port: int
 
     @classmethod
     def start(cls) -> "RayServe":
         """On the ingress the service runs by default (Settings.ingress), on free ports."""
-        self = cls(launch.Ingress(Settings().ingress, "127.0.0.1", free_port(), free_port()), free_port())
+        self = cls(launch.IngressConfig(Settings().ingress, "127.0.0.1", free_port(), free_port()), free_port())
         # 8 logical CPUs: several small apps share this 2-core machine in tests.
         launch.start_ray(num_cpus=8, object_store_mb=200, ingress=self.ingress, metrics_port=self.metrics_port)
         launch.start_serve(self.ingress)

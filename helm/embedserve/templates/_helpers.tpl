@@ -172,7 +172,7 @@ app.kubernetes.io/component: ray
 {{- end }}
 
 {{/* Environment of every Ray container: Ray Serve's ingress switches (read when Ray starts;
-serving.launch.Ingress.switches is the same), Redis URL, API keys, extraEnv. */}}
+serving.launch.IngressConfig.switches is the same), Redis URL, API keys, extraEnv. */}}
 {{- define "embedserve.env" -}}
 {{- $mode := .Values.serve.ingress.mode }}
 - name: EMBEDSERVE_INGRESS
