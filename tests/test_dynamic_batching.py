@@ -1,4 +1,5 @@
-"""Concurrent requests are batched together; a huge request does not starve small ones."""
+"""Concurrent requests are batched together; a lone request does not wait for company; a huge
+request does not starve small ones."""
 
 from __future__ import annotations
 
@@ -23,6 +24,27 @@ def test_concurrent_single_text_requests_ride_in_shared_batches(service):
     assert [r.status_code for r in responses] == [200] * 32
     sizes = [int(r.headers["x-batch-size"]) for r in responses]
     assert max(sizes) > 1, f"no request shared a batch: {sizes}"
+
+
+def test_a_lone_request_on_an_idle_service_does_not_wait_for_company(ray_serve):
+    """With a 2 s batch wait: one request at a time starts its round at once, while requests
+    that arrive together still wait for each other and share one."""
+    from tests.support.service import deploy, undeploy
+
+    app = deploy(ray_serve, "patient", "/patient", models=["all-MiniLM-L6-v2"], cache="off",
+                 batch_wait_timeout_ms=2000, encoder_num_cpus=0.5)
+    try:
+        for i in range(3):
+            status, headers, _ = app.post("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": f"alone {i}"})
+            assert status == 200
+            assert float(headers["x-queue-time"]) < 1000, headers  # ms: not the 2 s wait
+        bodies = [{"model": "all-MiniLM-L6-v2", "input": f"together {i}"} for i in range(8)]
+        responses = asyncio.run(post_many(app.http_url, bodies))
+        assert [r.status_code for r in responses] == [200] * 8
+        sizes = [int(r.headers["x-batch-size"]) for r in responses]
+        assert max(sizes) > 1, f"requests on their way were not waited for: {sizes}"
+    finally:
+        undeploy("patient")
 
 
 def test_a_2000_text_request_and_many_small_ones_all_succeed(service):
