@@ -201,7 +201,9 @@ def stop() -> None:
     try:
         # serve.shutdown() alone tears the proxies down with requests in flight (their clients
         # get a closed connection). Deleting the applications first lets every replica finish
-        # what it holds (graceful_shutdown_timeout_s) while the proxies carry the answers back.
+        # what it holds (graceful_shutdown_timeout_s) while the answers still go back (through
+        # the proxies, or, with direct ingress, the replica's own server, which stops taking
+        # new connections first).
         for name in serve.status().applications:
             serve.delete(name, _blocking=True)
         serve.shutdown()
