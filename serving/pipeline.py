@@ -246,6 +246,8 @@ class Pipeline:
         each input's (tokens, windows). Only the misses are tokenized; duplicate inputs within
         the request are embedded once."""
         dim = rt.spec.dimension
+        # Token ids are checked (vocabulary, overflow) before anything else: cheap, no tokenizer.
+        id_units = await self.tokenize(rt, job, prompt) if job.texts is None else None
         space = rt.keyspace(job.truncate, prompt)
         raw = job.texts if job.texts is not None else job.token_ids
         keys = [space.key(x) for x in raw]
@@ -264,9 +266,10 @@ class Pipeline:
         batch = 0
         if missing:
             idx = [first[k] for k in missing]
-            part = (replace(job, texts=[job.texts[i] for i in idx]) if job.texts is not None
-                    else replace(job, token_ids=[job.token_ids[i] for i in idx]))
-            units = await self.tokenize(rt, part, prompt)
+            if id_units is not None:
+                units = [id_units[i] for i in idx]
+            else:
+                units = await self.tokenize(rt, replace(job, texts=[job.texts[i] for i in idx]), prompt)
             timings["tokenize"] = time.perf_counter() - t1
             fresh, queue_s, infer_s, batch = await self.encode_missing(rt, units, ticket)
             timings["queue"], timings["inference"] = queue_s, infer_s
