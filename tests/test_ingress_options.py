@@ -1,0 +1,76 @@
+"""Every ingress `embedserve serve` offers answers on the ports it was given: HTTP and gRPC (the
+test session itself runs the default, direct ingress; these start the CLI with the others, as
+the Helm chart (haproxy) and a user may), with API keys enforced, reflection on, and a stop
+signal answered by a clean exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from serving.grpc_gen import embedding_pb2 as pb
+from serving.grpc_gen import embedding_pb2_grpc as pbg
+from tests.support.service import ROOT, App, artifact_dir, free_port
+
+pytestmark = pytest.mark.integration
+
+M = "all-MiniLM-L6-v2"
+KEY = "ingress-test-key"
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_the_cli_serves_http_and_grpc_on_its_ports_through_each_ingress(tmp_path, ingress):
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               EMBEDSERVE_API_KEYS=KEY)
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serving.cli", "serve", "--ingress", ingress, "--http-port", str(http_port),
+         "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), "--models", M,
+         "--artifact-dir", str(artifact_dir()), "--encoder-num-cpus", "0.5", "--object-store-mb", "100",
+         "--cache", "off"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    app = App("embedserve", f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
+    auth = {"authorization": f"Bearer {KEY}"}
+
+    def tail() -> str:
+        log.flush()
+        log.seek(0)
+        return log.read()[-3000:]
+
+    try:
+        deadline = time.monotonic() + 240
+        while "Ctrl-C stops it" not in tail():
+            assert proc.poll() is None and time.monotonic() < deadline, tail()
+            time.sleep(1)
+        assert f"ingress: {ingress}" in tail()
+
+        status, _, body = app.post("/v1/embeddings", {"model": M, "input": "through " + ingress}, headers=auth)
+        assert status == 200 and len(body["data"][0]["embedding"]) == 384, body
+        assert app.post("/v1/embeddings", {"model": M, "input": "no key"})[0] == 401
+
+        with grpc.insecure_channel(app.grpc_target) as channel:
+            stub = pbg.EmbeddingServiceStub(channel)
+            resp = stub.Embed(pb.EmbedRequest(model=M, texts=["through " + ingress]), metadata=[("authorization", f"Bearer {KEY}")])
+            assert len(resp.data[0].values) == 384
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Embed(pb.EmbedRequest(model=M, texts=["no key"]))
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "embedserve.v1.EmbeddingService" in ProtoReflectionDescriptorDatabase(channel).get_services()
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0, tail()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
