@@ -127,8 +127,9 @@ class ContinuousBatcher:
                 return
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
+            except TimeoutError:
                 return
 
     async def _run(self, loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:

@@ -160,11 +160,11 @@ class Ingress:
         _Replica.frontend = self.frontend
 
     async def _encode(self, key: str, seqs: list[np.ndarray], coming: int = 0) -> tuple[np.ndarray, RoundInfo]:
-        if key in self.local:
-            call = self.local[key].encode(seqs, coming)
-        else:
-            call = self.encoders[key].encode.remote(seqs, coming)
-        return await asyncio.wait_for(call, self.timeout_s)
+        # asyncio.timeout, not wait_for: no extra task (a loop round trip) per call.
+        async with asyncio.timeout(self.timeout_s):
+            if key in self.local:
+                return await self.local[key].encode(seqs, coming)
+            return await self.encoders[key].encode.remote(seqs, coming)
 
     async def _engine(self, key: str) -> dict:
         """What runs model `key`: this process's encoder, or (asked once) its encoder deployment's."""
