@@ -533,6 +533,9 @@ def run_batch(opts: BatchOptions, s: Settings | None = None) -> Summary:
     if pending:
         for sh in pending:  # a shard's old files, if any, are not trusted
             job.layout.manifest(sh).unlink(missing_ok=True)
+        for folder in (job.layout.shards_dir, job.layout.vectors_dir):  # writes a killed run left half done
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         fresh = run_on_ray(job, pending, done, opts, s)
         done.update({m["shard"]: m for m in fresh})
     return finish(job, done, len(job.shards) - len(pending), texts_before, time.perf_counter() - t0)
