@@ -118,20 +118,42 @@ class Columns:
     csv_header: tuple[str, ...] | None = None
 
 
-def plan(files: list[Path], fmt: str, shard_rows: int, text_column: str, id_column: str | None,
-         id_column_explicit: bool) -> tuple[list[Shard], Columns]:
-    """Cut every file into shards of at most `shard_rows` records and find the columns.
-    The id column is used when the input has it (Parquet, CSV: the schema; JSONL: the first
-    record); one named explicitly must be there."""
-    if shard_rows < 1:
+# Shards a job is cut into when --shard-rows is not given (each between a step and a most):
+# enough that the actors finish together (one shard is the most an actor can be left doing
+# alone at the end), few enough that each costs little beyond its texts.
+TARGET_SHARDS = 64
+
+
+def plan(files: list[Path], fmt: str, shard_rows: int | None, bounds: tuple[int, int], text_column: str,
+         id_column: str | None, id_column_explicit: bool) -> tuple[list[Shard], Columns]:
+    """Cut every file into shards and find the columns. A shard holds `shard_rows` records or,
+    when that is None, about 1/TARGET_SHARDS of the input: a multiple of `bounds[0]` records, at
+    most `bounds[1]`. The id column is used when the input has it (Parquet, CSV: the schema;
+    JSONL: the first record); one named explicitly must be there."""
+    if shard_rows is not None and shard_rows < 1:
         raise InputError("--shard-rows must be at least 1")
     columns = find_columns(files, fmt, text_column, id_column, id_column_explicit)
+    step, most = bounds
+    pieces = [(str(path), *r) for path in files for r in _file_ranges(path, fmt, shard_rows or step)]
+    if shard_rows is None:  # join consecutive pieces of a file into shards of the chosen size
+        total = sum(p[2] for p in pieces)
+        per_shard = max(1, min(most // step, total // TARGET_SHARDS // step))
+        joined: list[tuple] = []
+        count = 0
+        for p in pieces:
+            if joined and joined[-1][0] == p[0] and count < per_shard:
+                path, first, rows, start, _ = joined[-1]
+                joined[-1] = (path, first, rows + p[2], start, p[4])
+                count += 1
+            else:
+                joined.append(p)
+                count = 1
+        pieces = joined
     shards: list[Shard] = []
     row_base = 0
-    for path in files:
-        for first_row, rows, start, end in _file_ranges(path, fmt, shard_rows):
-            shards.append(Shard(len(shards), str(path), fmt, first_row, rows, row_base + first_row, start, end))
-        row_base += sum(s.rows for s in shards if s.path == str(path))
+    for path, first_row, rows, start, end in pieces:
+        shards.append(Shard(len(shards), path, fmt, first_row, rows, row_base, start, end))
+        row_base += rows
     return shards, columns
 
 
@@ -191,7 +213,7 @@ def csv_records(f, pos: int) -> Iterator[tuple[list[str], int]]:
 
 
 def _file_ranges(path: Path, fmt: str, shard_rows: int) -> Iterator[tuple[int, int, int, int]]:
-    """(first record, records, byte start, byte end) of each shard of one file."""
+    """(first record, records, byte start, byte end) of each run of `shard_rows` records of a file."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -339,17 +361,25 @@ def _parquet_records(shard: Shard, columns: Columns) -> Records:
 
     names = [columns.text] + ([columns.id] if columns.id else [])
     pf = pq.ParquetFile(shard.path)
-    stop = shard.first_row + shard.rows
+    lo, hi = shard.first_row, shard.first_row + shard.rows
     parts, seen = [], 0
     for g in range(pf.metadata.num_row_groups):  # only the row groups that overlap the shard
         n = pf.metadata.row_group(g).num_rows
-        lo, hi = max(shard.first_row, seen), min(stop, seen + n)
-        if lo < hi:
-            parts.append(pf.read_row_group(g, columns=names).slice(lo - seen, hi - lo))
+        if seen < hi and seen + n > lo:
+            # In batches, so a row group much larger than a shard is never held whole.
+            pos = seen
+            for batch in pf.iter_batches(batch_size=min(shard.rows, 8192), row_groups=[g], columns=names,
+                                         use_threads=False):
+                a, b = max(lo, pos), min(hi, pos + batch.num_rows)
+                if a < b:
+                    parts.append(batch.slice(a - pos, b - a))
+                pos += batch.num_rows
+                if pos >= hi:
+                    break
         seen += n
     import pyarrow as pa
 
-    table = pa.concat_tables(parts) if parts else pf.schema_arrow.empty_table().select(names)
+    table = pa.Table.from_batches(parts) if parts else pf.schema_arrow.empty_table().select(names)
     values = table.column(columns.text).to_pylist()
     ids = table.column(columns.id).to_pylist() if columns.id else list(range(shard.row_base, shard.row_base + shard.rows))
     problems: dict[int, Problem] = {}

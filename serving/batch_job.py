@@ -51,8 +51,10 @@ from serving.settings import Settings
 log = logging.getLogger(__name__)
 
 JOB_VERSION = 1
-# Records a shard: texts (text inputs) or requests (OpenAI batch files, up to 2,048 texts each).
-DEFAULT_SHARD_ROWS = {"texts": 4096, "openai": 128}
+# Records a shard when --shard-rows is not given: about 1/64 of the input, a multiple of the
+# first, at most the second; texts (text inputs) or requests (OpenAI batch files, up to 2,048
+# texts each).
+SHARD_BOUNDS = {"texts": (256, 4096), "openai": (8, 128)}
 TOKENIZE_CHUNK = 256
 # Settings fields that are flags of `embedserve batch` (the engine, and where Ray is).
 ENGINE_SETTINGS = (
@@ -179,12 +181,11 @@ def prepare(opts: BatchOptions, s: Settings) -> Job:
         if given:
             raise InputError(f"{', '.join(given)}: an OpenAI batch file carries its options in each request's body")
         options = {}
-    shard_rows = opts.shard_rows or DEFAULT_SHARD_ROWS[kind]
     identity = {
         "version": JOB_VERSION, "kind": kind, "format": fmt,
         "inputs": [{"path": str(f), "size": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns} for f in files],
         "model": spec.id, "variant": s.variant, "checksum": checksum, "options": options,
-        "text_column": opts.text_column, "id_column": opts.id_column, "shard_rows": shard_rows,
+        "text_column": opts.text_column, "id_column": opts.id_column, "shard_rows": opts.shard_rows,
     }
     fingerprint = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     layout = Layout(Path(opts.output).expanduser().resolve())
@@ -204,8 +205,8 @@ def prepare(opts: BatchOptions, s: Settings) -> Job:
     else:
         if layout.root.exists() and any(layout.root.iterdir()):
             raise JobConflict(f"{layout.root} is not empty and holds no embedserve batch job; give a new or empty folder")
-        shards, columns = batch_io.plan(files, fmt, shard_rows, opts.text_column, opts.id_column or "id",
-                                        opts.id_column is not None)
+        shards, columns = batch_io.plan(files, fmt, opts.shard_rows, SHARD_BOUNDS[kind], opts.text_column,
+                                        opts.id_column or "id", opts.id_column is not None)
         record = {"identity": identity, "fingerprint": fingerprint, "columns": asdict(columns),
                   "shards": [sh.to_dict() for sh in shards]}
         batch_io.atomic_write(layout.job_file, orjson.dumps(record, option=orjson.OPT_INDENT_2))
@@ -489,7 +490,9 @@ class Summary:
     shards: int
     shards_resumed: int  # verified from an earlier run, not redone
     texts_this_run: int
-    wall_s: float
+    wall_s: float  # this run, all of it: planning or verifying, Ray's start, the shards, the final files
+    ray_start_s: float = 0.0  # starting a local Ray (0 when joining one)
+    shards_s: float = 0.0  # the Ray Data run: actors starting, then reading, embedding and writing shards
 
     @property
     def texts_per_s(self) -> float:
@@ -503,8 +506,9 @@ class Summary:
                 if self.kind == "texts" else
                 f"{self.rows_in:,} requests in, {self.ok:,} answered ({self.texts:,} vectors), {self.errors:,} errors")
         resumed = f"; {self.shards_resumed} of {self.shards} shards verified from an earlier run" if self.shards_resumed else ""
+        ray = f" ({self.ray_start_s:.1f} s of it starting Ray)" if self.ray_start_s >= 0.1 else ""
         return (f"embedserve batch: {what}, {self.tokens:,} tokens\n"
-                f"  this run: {self.texts_this_run:,} texts in {self.wall_s:.1f} s, {self.texts_per_s:,.1f} texts/s{resumed}\n"
+                f"  this run: {self.texts_this_run:,} texts in {self.wall_s:.1f} s{ray}, {self.texts_per_s:,.1f} texts/s{resumed}\n"
                 f"  output: {self.output}")
 
 
@@ -530,18 +534,19 @@ def run_batch(opts: BatchOptions, s: Settings | None = None) -> Summary:
     done = {sh.index: m for sh in job.shards if (m := verified(job, sh)) is not None}
     pending = [sh for sh in job.shards if sh.index not in done]
     texts_before = sum(m["texts"] for m in done.values())
+    timings = {}
     if pending:
         for sh in pending:  # a shard's old files, if any, are not trusted
             job.layout.manifest(sh).unlink(missing_ok=True)
         for folder in (job.layout.shards_dir, job.layout.vectors_dir):  # writes a killed run left half done
             for tmp in folder.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
-        fresh = run_on_ray(job, pending, done, opts, s)
+        fresh = run_on_ray(job, pending, done, opts, s, timings)
         done.update({m["shard"]: m for m in fresh})
-    return finish(job, done, len(job.shards) - len(pending), texts_before, time.perf_counter() - t0)
+    return finish(job, done, len(job.shards) - len(pending), texts_before, time.perf_counter() - t0, timings)
 
 
-def run_on_ray(job: Job, pending: list[Shard], done: dict, opts: BatchOptions, s: Settings) -> list[dict]:
+def run_on_ray(job: Job, pending: list[Shard], done: dict, opts: BatchOptions, s: Settings, timings: dict) -> list[dict]:
     import ray
     from ray.data import ActorPoolStrategy, DataContext
     from tqdm import tqdm
@@ -549,8 +554,10 @@ def run_on_ray(job: Job, pending: list[Shard], done: dict, opts: BatchOptions, s
     from serving.launch import start_ray
 
     started = not ray.is_initialized()
+    t0 = time.perf_counter()
     if started:  # else: this process is connected already (tests, notebooks): use that cluster
         start_ray(s.ray_address, object_store_mb=s.object_store_mb)
+    timings["ray_start_s"] = round(time.perf_counter() - t0, 3)
     try:
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False  # ours counts texts
@@ -579,8 +586,10 @@ def run_on_ray(job: Job, pending: list[Shard], done: dict, opts: BatchOptions, s
 
         watcher = threading.Thread(target=follow, daemon=True)
         watcher.start()
+        t0 = time.perf_counter()
         try:
             manifests = [json.loads(row["manifest"]) for row in ds.iter_rows()]
+            timings["shards_s"] = round(time.perf_counter() - t0, 3)
         finally:
             stop.set()
             watcher.join()
@@ -609,7 +618,7 @@ def pool_size(requested: int | None, s: Settings, pending: int) -> int:
     return max(1, min(n, pending))
 
 
-def finish(job: Job, manifests: dict, resumed: int, texts_before: int, wall_s: float) -> Summary:
+def finish(job: Job, manifests: dict, resumed: int, texts_before: int, wall_s: float, timings: dict) -> Summary:
     lay = job.layout
     ordered = [manifests[sh.index] for sh in job.shards]
     batch_io.concat_files([lay.shard_errors(sh) for sh in job.shards], lay.errors_file)
@@ -619,7 +628,7 @@ def finish(job: Job, manifests: dict, resumed: int, texts_before: int, wall_s: f
     summary = Summary(
         output=str(lay.root), kind=job.kind, rows_in=total("rows"), ok=total("ok"), errors=total("errors"),
         texts=total("texts"), tokens=total("tokens"), shards=len(ordered), shards_resumed=resumed,
-        texts_this_run=total("texts") - texts_before, wall_s=round(wall_s, 3),
+        texts_this_run=total("texts") - texts_before, wall_s=round(wall_s, 3), **timings,
     )
     if summary.rows_in != summary.ok + summary.errors or summary.rows_in != sum(sh.rows for sh in job.shards):
         raise RuntimeError(f"rows do not add up: {summary}")  # a bug, never a bad row
@@ -647,8 +656,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-format", default="auto", choices=["auto", *batch_io.FORMATS],
                    help="auto: from the file names (a JSONL file whose records have custom_id is an OpenAI batch file)")
     p.add_argument("--shard-rows", type=int, default=None,
-                   help=f"records a shard (the unit of work and of resume) [{DEFAULT_SHARD_ROWS['texts']} texts, "
-                        f"{DEFAULT_SHARD_ROWS['openai']} OpenAI requests]")
+                   help="records a shard, the unit of work and of resume [about 1/64 of the input: "
+                        "256 to 4,096 texts, 8 to 128 OpenAI requests]")
     p.add_argument("--workers", type=int, default=None,
                    help="encoder actors [as many as the cluster's free CPUs hold at --encoder-num-cpus each, "
                         "or GPUs at --encoder-num-gpus]")
