@@ -36,16 +36,13 @@ import orjson
 from models.artifacts import ModelArtifacts
 from models.batching import RUNS_PER_ROUND, round_tokens, split_sorted
 from models.encoder import Encoder
-from models.errors import EmbedError, InputTooLong, PayloadTooLarge
+from models.errors import EmbedError, InputTooLong
 from models.postprocess import OutputOptions, parse_format, postprocess, validate_options
 from models.specs import ModelSpec, resolve_model
 from models.tokenizer import Truncate
-from serving import batch_io
+from serving import batch_io, batch_openai
 from serving.batch_io import Columns, InputError, Problem, Shard
-from serving.errors import as_embed_error, error_body, http_status
-from serving.http_api import job_from_request, parse_body, reject_lone_surrogates, render
-from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
-from serving.protocol import EmbeddingRequest
+from serving.pipeline import EmbedJob, ModelRuntime
 from serving.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -282,29 +279,6 @@ def output_options(spec: ModelSpec, options: dict) -> tuple[OutputOptions, int]:
     return opts, dims // 8 if opts.encoding_format.is_bits else dims
 
 
-class RequestChecker:
-    """An OpenAI batch request's body through the checks of POST /v1/embeddings, in the
-    route's and the pipeline's order, so a bad body gets the answer the service gives."""
-
-    def __init__(self, spec: ModelSpec, encoder: Encoder, s: Settings):
-        rt = ModelRuntime(spec, encoder.artifacts, encoder.variant, encoder.tokenizer)
-        self.runtime = rt
-        self.pipeline = Pipeline({spec.key: rt}, None, None, max_inputs=s.max_inputs)
-        self.max_payload_bytes = s.max_payload_bytes
-
-    def check(self, body: dict) -> tuple[EmbedJob, list[np.ndarray]]:
-        reject_lone_surrogates(body)
-        if len(orjson.dumps(body)) > self.max_payload_bytes:
-            raise PayloadTooLarge(f"The request body is over the limit of {self.max_payload_bytes} bytes.")
-        job = job_from_request(parse_body(EmbeddingRequest, body))
-        rt = self.pipeline.runtime(job.model)
-        validate_options(rt.spec, job.options)
-        self.pipeline.check_count(job)
-        if job.texts is not None:
-            return job, rt.tokenizer.encode(job.texts, job.truncate)
-        return job, rt.tokenizer.encode_ids(job.token_ids, job.truncate)
-
-
 # ---- the Ray Data actor -------------------------------------------------------------------
 
 
@@ -330,7 +304,8 @@ class ShardWorker:
             self.options, self.width = output_options(self.spec, job["options"])
             self.truncate = Truncate.parse(job["options"]["truncate"])
         else:
-            self.requests = RequestChecker(self.spec, self.encoder, s)
+            runtime = ModelRuntime(self.spec, self.encoder.artifacts, self.encoder.variant, self.encoder.tokenizer)
+            self.requests = batch_openai.RequestChecker(runtime, s.max_inputs, s.max_payload_bytes)
         self.progress = progress
         self.node_id = ray.get_runtime_context().get_node_id()
 
@@ -406,73 +381,39 @@ class ShardWorker:
 
     def run_openai(self, shard: Shard) -> dict:
         lines = batch_io.read_lines(shard)
-        out: dict[int, bytes] = {}  # line position -> output line
+        out: dict[int, bytes] = {}  # line position -> output line (200)
         bad: dict[int, bytes] = {}  # line position -> error line
-        ids: list = []
-        accepted: list[tuple[int, str, EmbedJob, int, int]] = []  # position, custom_id, job, seqs slice
+        custom_ids: list = []
+        accepted: list[tuple[int, str, EmbedJob, int, int]] = []  # position, custom_id, job, its seqs
         seqs: list[np.ndarray] = []
         for i, raw in enumerate(lines):
             row = shard.first_row + i
-            rid = self.request_ids(shard, row)
-            obj, problem = batch_io.parse_json_line(raw)
-            custom_id = obj.get("custom_id") if obj is not None else None
-            ids.append(custom_id)
-            problem = problem or request_problem(obj)
+            ids = batch_openai.line_ids(self.job["fingerprint"], shard.path, row)
+            custom_id, body, problem = batch_openai.parse_request(raw)
+            custom_ids.append(custom_id)
             if problem:
-                bad[i] = batch_line(rid, custom_id if isinstance(custom_id, str) else None, None, None,
-                                    {"code": problem.code, "message": problem.message, "line": row + 1})
+                bad[i] = batch_openai.problem_line(ids, custom_id, problem, row + 1)
                 continue
             try:
-                job, request_seqs = self.requests.check(obj["body"])
-            except Exception as exc:  # the answer the route gives: 4xx for bad input, 500 otherwise
-                err = as_embed_error(exc)
-                bad[i] = batch_line(rid, custom_id, http_status(err), orjson.dumps(error_body(err)), None)
+                job, request_seqs = self.requests.check(body)
+            except Exception as exc:  # the route answers every failure (4xx bad input, 500 else)
+                bad[i] = batch_openai.refusal_line(ids, custom_id, exc)
                 continue
             accepted.append((i, custom_id, job, len(seqs), len(seqs) + len(request_seqs)))
             seqs.extend(request_seqs)
-        pooled = encode_sorted(self.encoder, seqs)
+        pooled = encode_sorted(self.encoder, seqs)  # every request's texts together, longest first
         for i, custom_id, job, lo, hi in accepted:
-            rid = self.request_ids(shard, shard.first_row + i)
+            ids = batch_openai.line_ids(self.job["fingerprint"], shard.path, shard.first_row + i)
             vectors = postprocess(pooled[lo:hi], self.spec, job.options, self.encoder.artifacts.int8_scales)
             tokens = int(sum(len(s) for s in seqs[lo:hi]))
-            body = render(EmbedOutcome(self.spec.id, vectors, tokens, 0), job.options.encoding_format)
-            out[i] = batch_line(rid, custom_id, 200, body, None)
+            out[i] = batch_openai.answer_line(ids, custom_id, self.spec, vectors, tokens, job.options.encoding_format)
         self.tick(len(lines))
         lay = self.layout
         files = {
             lay.rel(lay.shard_output(shard)): batch_io.atomic_write(lay.shard_output(shard), b"".join(out[i] for i in sorted(out))),
             lay.rel(lay.shard_errors(shard)): batch_io.atomic_write(lay.shard_errors(shard), b"".join(bad[i] for i in sorted(bad))),
         }
-        return self.manifest(shard, ids, len(out), len(bad), len(seqs), int(sum(len(s) for s in seqs)), files)
-
-    def request_ids(self, shard: Shard, row: int) -> tuple[str, str]:
-        """(line id, request id): derived from the job and the line, so a rerun writes the same."""
-        h = hashlib.sha256(f"{self.job['fingerprint']}:{shard.path}:{row}".encode()).hexdigest()
-        return "batch_req_" + h[:24], "req_" + h[24:48]
-
-
-def request_problem(obj: dict) -> Problem | None:
-    """What makes a line no embeddings request at all (its body is checked like the route's)."""
-    if not isinstance(obj.get("custom_id"), str):
-        return Problem("invalid_request", "the line has no custom_id (a string)")
-    if obj.get("method") != "POST":
-        return Problem("invalid_request", f"method must be POST; got {str(obj.get('method'))[:40]!r}")
-    if obj.get("url") != "/v1/embeddings":
-        return Problem("invalid_request", f"url must be /v1/embeddings; got {str(obj.get('url'))[:100]!r}")
-    if not isinstance(obj.get("body"), dict):
-        return Problem("invalid_request", "body must be a JSON object (the /v1/embeddings request)")
-    return None
-
-
-def batch_line(ids: tuple[str, str], custom_id: str | None, status: int | None, body: bytes | None,
-               error: dict | None) -> bytes:
-    """One line of an OpenAI batch output (or error) file. The body goes in as the bytes the
-    route would have sent."""
-    line_id, request_id = ids
-    head = orjson.dumps({"id": line_id, "custom_id": custom_id})[:-1]
-    response = b"null" if status is None else (
-        b'{"status_code":%d,"request_id":%s,"body":%s}' % (status, orjson.dumps(request_id), body))
-    return head + b',"response":' + response + b',"error":' + orjson.dumps(error) + b"}\n"
+        return self.manifest(shard, custom_ids, len(out), len(bad), len(seqs), int(sum(len(s) for s in seqs)), files)
 
 
 # ---- the driver ---------------------------------------------------------------------------

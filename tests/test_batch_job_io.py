@@ -78,3 +78,25 @@ def test_inputs_that_cannot_be_planned_are_refused_before_any_work(tmp_path):
         batch_io.detect_format([tmp_path / "a.parquet", tmp_path / "b.csv"])
     (tmp_path / "c.jsonl").write_text(json.dumps({"custom_id": "1", "method": "POST"}) + "\n")
     assert batch_io.detect_format([tmp_path / "c.jsonl"]) == "openai"
+
+
+def test_the_cli_refuses_what_it_cannot_run_with_a_message_and_exit_2(tmp_path, capsys):
+    from serving.cli import main
+    from tests.support.service import artifact_dir
+
+    def batch(*args: str) -> tuple[int, str]:
+        code = main(["batch", *args, str(tmp_path / "out"), "--artifact-dir", str(artifact_dir()), "--no-progress"])
+        return code, capsys.readouterr().err
+
+    code, err = batch(str(tmp_path / "none.parquet"))
+    assert code == 2 and "no input files" in err
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"custom_id": "1", "method": "POST", "url": "/v1/embeddings", "body": {}}) + "\n")
+    code, err = batch(str(requests), "--dimensions", "64")
+    assert code == 2 and "--dimensions: an OpenAI batch file carries its options in each request's body" in err
+    (tmp_path / "texts.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
+    code, err = batch(str(tmp_path / "texts.jsonl"), "--model", "no-such-model")
+    assert code == 2 and "does not exist" in err
+    code, err = batch(str(tmp_path / "texts.jsonl"), "--dimensions", "1000")
+    assert code == 2 and "dimensions must be an integer from 1 to 384" in err
+    assert not (tmp_path / "out").exists()  # nothing was started
