@@ -60,6 +60,7 @@ test: install redis-server export tools
 # Benchmarks run on the same exported artifacts as the tests; BENCH_ARGS e.g. "--runs 5".
 # The bulk job's section (loadtest.batch_bench) is appended to BENCHMARKS.md.
 bench: install export
+	$(PIP) install -q $(PIP_FLAGS) -e '.[export,test,bench]'
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.bench $(BENCH_ARGS)
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.batch_bench $(BATCH_BENCH_ARGS) \
 	  --markdown loadtest/results/batch-bench.md

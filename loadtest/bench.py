@@ -1,10 +1,13 @@
-"""`make bench`: the service against the raw ONNX Runtime ceiling and sentence-transformers,
-on the same machine, in one run, on the corpus the repository carries.
+"""`make bench`: the service against the raw engine ceiling and sentence-transformers, on the
+same machine, in one run, on the corpus the repository carries.
 
-  (1) raw ceiling   the ONNX Runtime session the service uses (variant, providers, batch
-                    limits from the service's settings), in-process, pre-tokenized texts,
-                    length-sorted batches, no server
-  (2) sentence-transformers `encode`, the same texts, batched as it batches them (sorted, 32)
+  (1) raw ceilings  the engine the service uses (the `auto` variant, runtime, threads, streams,
+                    batch limits and cost model from the service's settings), in-process,
+                    pre-tokenized texts, length-sorted batches, no server; beside it each
+                    runtime and precision alone (ONNX Runtime fp32 / fused, OpenVINO fp32),
+                    what `auto` picks on a CPU without bf16 units, and the second model
+  (2) sentence-transformers `encode`, the same texts, batched as it batches them (sorted, 32):
+                    torch fp32, torch bf16, and its OpenVINO backend
   (3) the service (its own local Ray Serve, started here on free loopback ports):
       bulk HTTP (64 texts a request), single texts at concurrency 32 (dynamic batching),
       gRPC bulk, and cache hits (the same texts again) next to cache misses (unique texts)
@@ -40,12 +43,20 @@ MiB = 1 << 20
 
 # (key, label, what it is compared with, the ratio it must reach)
 TARGETS = [
-    ("bulk_http", "bulk HTTP >= 0.85x raw", "raw", 0.85),
+    ("raw", "raw engine (auto) >= 3x raw ONNX Runtime fp32", "raw_ort_fp32", 3.0),
+    ("mpnet_raw", "all-mpnet-base-v2: raw engine (auto) >= 2.5x raw ONNX Runtime fp32", "mpnet_raw_ort_fp32", 2.5),
+    ("raw_no_bf16", "auto on a CPU without bf16 (fp32) >= 1.0x raw ONNX Runtime fp32", "raw_ort_fp32", 1.0),
+    ("bulk_http", "bulk HTTP >= 0.9x raw", "raw", 0.9),
+    ("bulk_http", "bulk HTTP >= 1.2x sentence-transformers backend=openvino", "st_openvino", 1.2),
     ("grpc_bulk", "gRPC bulk >= 0.85x raw", "raw", 0.85),
-    ("single_c32", "single-text at concurrency 32 >= 0.60x raw", "raw", 0.60),
-    ("bulk_http", "service (bulk HTTP) >= 1.5x sentence-transformers", "st", 1.5),
+    ("single_c32", "single-text at concurrency 32 >= 0.70x raw", "raw", 0.70),
     ("cache_hit", "cache hits >= 10x miss throughput", "cache_miss", 10.0),
 ]
+# Peak RSS of the service (bulk HTTP row) before the OpenVINO engine: BENCHMARKS.md of
+# 2026-11-23 (commit 793b6ea), 382 MiB. Target: no more than +30 %.
+RSS_BEFORE_MIB = 382
+RSS_GROWTH = 1.30
+MPNET_TEXTS = 500  # the second model's raw ceilings run on the first texts only (5x the cost a text)
 
 
 def parse_args(argv):
@@ -55,7 +66,7 @@ def parse_args(argv):
     p.add_argument("--runs", type=int, default=None, help="runs per measurement; the median is reported (default 3)")
     p.add_argument("--texts", type=int, default=None, help="first N corpus texts (default: all of them)")
     p.add_argument("--model", default="all-MiniLM-L6-v2")
-    p.add_argument("--variant", default="optimized", choices=["optimized", "fp32", "int8"])
+    p.add_argument("--variant", default="auto", help="the service's variant (default: auto, as it serves)")
     p.add_argument("--providers", default="cpu", help="ONNX Runtime providers, for the raw run and the service alike")
     p.add_argument("--bulk-size", type=int, default=64, help="texts per bulk request")
     p.add_argument("--bulk-concurrency", type=int, default=4, help="bulk requests in flight")
@@ -196,8 +207,16 @@ def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
 
 
 LABELS = {
-    "raw": "(1) raw ceiling: ONNX Runtime session, in-process",
-    "st": "(2) sentence-transformers encode (its own batching: sorted, 32)",
+    "raw": "(1) raw ceiling: the engine the service runs (auto), in-process",
+    "raw_ort_fp32": "(1) raw: ONNX Runtime fp32 (the engine before OpenVINO)",
+    "raw_ort_optimized": "(1) raw: ONNX Runtime fp32, fused graph",
+    "raw_ov_fp32": "(1) raw: OpenVINO fp32",
+    "raw_no_bf16": "(1) raw: auto as on a CPU without bf16 units",
+    "mpnet_raw": "(1) raw: all-mpnet-base-v2, auto",
+    "mpnet_raw_ort_fp32": "(1) raw: all-mpnet-base-v2, ONNX Runtime fp32",
+    "st": "(2) sentence-transformers, torch fp32",
+    "st_bf16": "(2) sentence-transformers, torch bf16",
+    "st_openvino": "(2) sentence-transformers, backend=\"openvino\"",
     "bulk_http": "(3) service, bulk HTTP",
     "single_c32": "(3) service, single text, concurrency 32",
     "grpc_bulk": "(3) service, gRPC bulk",
@@ -226,6 +245,14 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         f"- Date: {meta['date']}",
         f"- Command: `{meta['command']}`",
         f"- Machine: nproc {m['nproc']}, {m['cpu_model']}, {m['ram_gib']} GiB RAM, {m['os']}",
+        f"- CPU flags the figures came from: {', '.join(m['cpu_flags']) or 'none of the reported ones'} "
+        f"({'has' if m['cpu_bf16'] else 'no'} bf16 matrix units)",
+        "- Engines: " + "; ".join(
+            f"{k}: {e['variant']} on {(e.get('describe') or {}).get('backend')} {(e.get('describe') or {}).get('version')}, "
+            f"{e['precision']}, {(e.get('describe') or {}).get('streams') or 1} stream(s)"
+            if e.get("variant") else f"{k}: sentence-transformers {e.get('mode')}"
+            + (f" ({e['precision']})" if e.get("precision") else "")
+            for k, e in meta["engines"].items()),
         f"- Load average (1/5/15 min) at start {m['loadavg']}, at end {meta['loadavg_end']}; CPU pressure "
         f"(PSI some avg60) at start {m['cpu_pressure_avg60']}%, at end {meta['cpu_pressure_end']}%"
         # Only the figures at start tell of other work: at the end they include this run's own load.
@@ -235,7 +262,7 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         f"- Texts: {cs['texts']} texts from `{Path(cs['source']).relative_to(ROOT) if Path(cs['source']).is_relative_to(ROOT) else cs['source']}`, "
         f"{cs['tokens_mean']} tokens a text on average (median {cs['tokens_p50']:g}, p90 {cs['tokens_p90']:g}, max {cs['tokens_max']}; "
         f"the model's tokenizer, specials included, truncated at {cs['truncated_at']}), {cs['tokens_total']:,} tokens in all",
-        f"- Model: {cs['model']}, ONNX variant `{a.variant}`, providers `{a.providers}`, "
+        f"- Model: {cs['model']}, variant `{a.variant}` (the service's), providers `{a.providers}`, "
         f"batches of at most {meta['max_batch_size']} texts / {meta['max_batch_tokens']} padded tokens",
         f"- Each figure: median of {a.runs} run(s); spread (min-max texts/s) in the last column",
         "",
@@ -246,7 +273,8 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         if key not in summary:
             continue
         s = summary[key]
-        ratio = s["texts_per_s"] / raw if raw else None
+        base = summary.get("mpnet_raw", {}).get("texts_per_s") if key.startswith("mpnet") else raw
+        ratio = s["texts_per_s"] / base if base else None
         lo, hi = s["spread"]
         lines.append(f"| {LABELS[key]} | {f(s['texts_per_s'])} | {f(s['tokens_per_s'], 0)} | {f(ratio, 2)} | "
                      f"{f(s['p50'])} | {f(s['p99'])} | {rows[key]['peak_rss_bytes'] / MiB:,.0f} | {f(s['cores'], 2)} | {f(s['texts_per_cpu_s'])} | {s['errors']} | "
@@ -255,8 +283,11 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         "",
         "Notes:",
         "- (1) and (2) run in fresh child processes of the benchmark (peak RSS is that process's); their p50/p99 are per "
-        f"ONNX Runtime batch (up to {meta['max_batch_size']} texts) / `encode` batch (32 texts), not per request. (1) excludes tokenization "
-        f"({meta['raw_tokenize_s']:.2f} s for these texts); (2) includes it.",
+        f"engine run (up to {meta['max_batch_size']} texts; with several streams, one batch a stream side by side) / "
+        f"`encode` batch (32 texts), not per request. (1) excludes tokenization ({meta['raw_tokenize_s']:.2f} s for these "
+        f"texts); (2) includes it. all-mpnet-base-v2 rows: the first {MPNET_TEXTS} texts; their x raw compares with its own "
+        "ONNX Runtime fp32 row in the targets. sentence-transformers' OpenVINO backend gets one untimed pass first "
+        "(it compiles each new shape).",
         f"- (3) p50/p99 are per request, client-observed. Bulk: {a.bulk_size} texts a request, {a.bulk_concurrency} requests in flight; "
         f"single: 1 text a request, {a.single_concurrency} in flight. Floats as JSON (HTTP) / repeated float (gRPC). "
         "The load generator shares the machine's cores with the service.",
@@ -311,18 +342,38 @@ def main(argv: list[str] | None = None) -> int:
 
     spec_in = dict(model=a.model, artifact_dir=str(adir), variant=a.variant, providers=a.providers.split(","),
                    intra_op_threads=s.intra_op_threads, max_batch_size=s.max_batch_size,
-                   max_batch_tokens=s.max_batch_tokens, texts=corpus.texts, tokens=corpus.tokens, runs=a.runs)
+                   max_batch_tokens=s.max_batch_tokens, streams=s.openvino_streams, texts=corpus.texts,
+                   tokens=corpus.tokens, runs=a.runs)
     workdir = ROOT / "loadtest" / "results" / "tmp"
     rows: dict[str, dict] = {}
-    log("(1) raw ONNX Runtime ceiling")
-    raw = run_child("raw", spec_in, workdir)
-    rows["raw"] = engine_row("raw", raw, n_texts, n_tokens)
+    engines: dict[str, dict] = {}
+    no_bf16 = [f for f in machine["cpu_flags"] if f not in ("amx_bf16", "avx512_bf16")]
+    mpnet = Corpus.load("all-mpnet-base-v2", adir).subset(min(MPNET_TEXTS, n_texts))
+    mp_in = {**spec_in, "model": "all-mpnet-base-v2", "texts": mpnet.texts, "tokens": mpnet.tokens}
+    plan = [
+        ("raw", "raw", spec_in, corpus),
+        ("raw_ort_fp32", "raw", {**spec_in, "variant": "fp32"}, corpus),
+        ("raw_ort_optimized", "raw", {**spec_in, "variant": "optimized"}, corpus),
+        ("raw_ov_fp32", "raw", {**spec_in, "variant": "openvino-fp32"}, corpus),
+        ("raw_no_bf16", "raw", {**spec_in, "cpu_features": no_bf16}, corpus),
+        ("mpnet_raw", "raw", mp_in, mpnet),
+        ("mpnet_raw_ort_fp32", "raw", {**mp_in, "variant": "fp32"}, mpnet),
+    ]
     if not a.skip_st:
-        log("(2) sentence-transformers")
+        plan += [("st", "st", {**spec_in, "st_mode": "torch"}, corpus),
+                 ("st_bf16", "st", {**spec_in, "st_mode": "torch-bf16"}, corpus),
+                 ("st_openvino", "st", {**spec_in, "st_mode": "openvino"}, corpus)]
+    for key, kind, spec_k, texts_k in plan:
+        log(LABELS[key])
         try:
-            rows["st"] = engine_row("st", run_child("st", spec_in, workdir), n_texts, n_tokens)
-        except RuntimeError as exc:  # e.g. the export extra (torch, sentence-transformers) is not installed
-            log(f"sentence-transformers not measured: {str(exc)[-500:]}")
+            result = run_child(kind, spec_k, workdir)
+        except RuntimeError as exc:  # e.g. the export / bench extra is not installed
+            log(f"{key} not measured: {str(exc)[-500:]}")
+            continue
+        rows[key] = engine_row(key, result, len(texts_k), sum(texts_k.tokens))
+        engines[key] = {k: result.get(k) for k in ("variant", "precision", "describe", "mode")}
+        if key == "raw":
+            raw = result
     svc_rows, stages = measure_service(a, corpus, progress)
     service_stats = svc_rows.pop("_stats", None)
     rows.update(svc_rows)
@@ -335,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append((label, value, "PASS" if value >= need else "MISS"))
         else:
             verdicts.append((label, None, "not measured"))
+    if "bulk_http" in rows:
+        grown = rows["bulk_http"]["peak_rss_bytes"] / MiB / RSS_BEFORE_MIB
+        verdicts.append((f"service peak RSS <= {RSS_BEFORE_MIB} MiB (before OpenVINO) + 30%", grown,
+                         "PASS" if grown <= RSS_GROWTH else "MISS"))
 
     argv_shown = sys.argv[1:] if argv is None else argv
     meta = {
@@ -347,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_batch_size": s.max_batch_size,
         "max_batch_tokens": s.max_batch_tokens,
         "raw_tokenize_s": raw["tokenize_s"],
+        "engines": engines,
     }
     md = render(a, meta, rows, summary, verdicts, stages)
     Path(a.output).write_text(md)

@@ -1,9 +1,12 @@
-"""The two no-server baselines of the benchmark, each run in a fresh child process so that
-its peak memory is its own:
+"""The no-server baselines of the benchmark, each run in a fresh child process so that its
+peak memory is its own:
 
-  raw  the ONNX Runtime session the service uses (same variant, providers, batch limits),
-       on pre-tokenized texts, length-sorted batches (`models.batching.plan_batches`).
-  st   sentence-transformers `encode` on the same texts, in the same batches.
+  raw  the engine the service uses (the same variant choice, runtime, threads, streams, batch
+       limits and measured cost model), in-process, on pre-tokenized texts: the whole set
+       length-sorted and planned (`models.batching.plan_batches`), batches handed to the
+       session as many at a time as it has streams. With another variant: that runtime's ceiling.
+  st   sentence-transformers `encode` on the same texts, batched as it batches them (sorted,
+       32): torch fp32, torch bf16, or its OpenVINO backend (`backend="openvino"`).
 
     python -m loadtest.engines raw|st --spec spec.json   (prints one JSON line)
 """
@@ -40,34 +43,41 @@ def _timed_batches(batches: list[list[int]], run_batch, runs: int) -> list[dict]
 
 
 def measure_raw(spec_in: dict) -> dict:
-    from models.encoder import Encoder, pad_batch
+    from models import cpu as cpuinfo
     from models.batching import padded_tokens, plan_batches
+    from models.encoder import Encoder, pad_batch
     from models.pooling import pool
     from models.specs import resolve_model
 
     spec = resolve_model(spec_in["model"])
+    cpu = cpuinfo.detect()
+    if spec_in.get("cpu_features") is not None:
+        cpu = cpu.with_flags(set(spec_in["cpu_features"]))
     t0 = time.perf_counter()
     enc = Encoder.from_artifact_dir(
         spec, Path(spec_in["artifact_dir"]), variant=spec_in["variant"], providers=spec_in["providers"],
         intra_op_threads=spec_in["intra_op_threads"], max_batch_size=spec_in["max_batch_size"],
-        max_batch_tokens=spec_in["max_batch_tokens"],
+        max_batch_tokens=spec_in["max_batch_tokens"], streams=spec_in.get("streams", 1), cpu=cpu,
     )
     load_s = time.perf_counter() - t0
     texts = spec_in["texts"]
     t0 = time.perf_counter()
     seqs = enc.tokenize(texts)
     tokenize_s = time.perf_counter() - t0
-    batches = plan_batches([len(s) for s in seqs], enc.max_batch_size, enc.max_batch_tokens)
-    session = enc.session  # EncoderSession around the onnxruntime.InferenceSession the service runs
+    batches = plan_batches([len(s) for s in seqs], enc.max_batch_size, enc.max_batch_tokens, enc.cost)
+    engine = enc.describe()
+    streams = engine.get("streams") or 1
+    groups = [batches[i : i + streams] for i in range(0, len(batches), streams)]
+    reduce = lambda hidden, mask: pool(spec.pooling, hidden, mask)  # noqa: E731
 
-    def run_batch(idx):
-        ids, mask = pad_batch([seqs[i] for i in idx], spec.pad_token_id)
-        return pool(spec.pooling, session.run(ids, mask), mask)
+    def run_group(group):
+        padded = [pad_batch([seqs[i] for i in idx], spec.pad_token_id) for idx in group]
+        return enc.session.run_reduced(padded, reduce)
 
-    runs = _timed_batches(batches, run_batch, spec_in["runs"])
+    runs = _timed_batches(groups, run_group, spec_in["runs"])
     return {
-        "engine": "onnxruntime", "providers": session.providers, "variant": enc.variant,
-        "intra_op_threads": enc.session.session.get_session_options().intra_op_num_threads,
+        "engine": engine["backend"], "variant": enc.variant, "precision": engine["precision"],
+        "describe": {k: engine[k] for k in ("backend", "version", "device", "precision", "threads", "streams", "cpu", "cost_model") if k in engine},
         "load_s": load_s, "tokenize_s": tokenize_s, "batches": len(batches),
         "padded_tokens": sum(padded_tokens([len(seqs[i]) for i in b]) for b in batches),
         "runs": runs,
@@ -82,9 +92,15 @@ def measure_st(spec_in: dict) -> dict:
     from models.weights import materialize
 
     spec = resolve_model(spec_in["model"])
+    mode = spec_in.get("st_mode", "torch")
     t0 = time.perf_counter()
     path = materialize(spec, Path(spec_in["artifact_dir"]) / spec.key)
-    model = SentenceTransformer(str(path), device="cpu")
+    kw: dict = {"device": "cpu", "local_files_only": True}
+    if mode == "torch-bf16":
+        kw["model_kwargs"] = {"torch_dtype": torch.bfloat16}
+    elif mode == "openvino":
+        kw["backend"] = "openvino"  # exports the model to OpenVINO IR on load (optimum-intel)
+    model = SentenceTransformer(str(path), **kw)
     model.max_seq_length = spec.max_seq_length
     load_s = time.perf_counter() - t0
     texts = spec_in["texts"]
@@ -97,12 +113,15 @@ def measure_st(spec_in: dict) -> dict:
         return model.encode([texts[i] for i in idx], batch_size=len(idx), convert_to_numpy=True,
                             show_progress_bar=False)
 
+    detail = {"engine": "sentence-transformers", "mode": mode, "torch_threads": torch.get_num_threads()}
+    if mode == "openvino":
+        req = model[0].auto_model.request
+        detail["precision"] = req.get_property("INFERENCE_PRECISION_HINT").get_type_name() if hasattr(req, "get_property") else None
+        for idx in batches:  # one untimed pass: OpenVINO compiles kernels for each new shape
+            run_batch(idx)
     with torch.inference_mode():
         runs = _timed_batches(batches, run_batch, spec_in["runs"])
-    return {
-        "engine": "sentence-transformers", "torch_threads": torch.get_num_threads(), "load_s": load_s,
-        "batches": len(batches), "runs": runs,
-    }
+    return {**detail, "load_s": load_s, "batches": len(batches), "runs": runs}
 
 
 ST_BATCH_SIZE = 32  # sentence-transformers' default

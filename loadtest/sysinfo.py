@@ -8,7 +8,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("onnxruntime", "ray", "tokenizers", "numpy", "sentence-transformers", "torch", "transformers",
+PACKAGES = ("onnxruntime", "openvino", "optimum-intel", "ray", "tokenizers", "numpy", "sentence-transformers", "torch", "transformers",
             "httpx", "grpcio", "fastapi", "uvicorn")
 
 
@@ -61,9 +61,15 @@ def cpu_pressure() -> float | None:
 
 
 def machine() -> dict:
+    from models import cpu
+
+    here = cpu.detect()
     return {
         "nproc": nproc(),
         "cpu_model": cpu_model(),
+        # The inference-relevant CPU flags the figures came from (bf16 / int8 units).
+        "cpu_flags": here.features,
+        "cpu_bf16": here.bf16,
         "ram_gib": mem_total_gib(),
         "os": f"{platform.system()} {platform.release()}",
         "loadavg": [round(x, 2) for x in os.getloadavg()],

@@ -1,7 +1,9 @@
 """Exported model artifacts on disk: ONNX variants, tokenizer and a manifest.
 
 Layout: <artifact_dir>/<model key>/{model.onnx, model_optimized.onnx, model_int8.onnx,
-tokenizer.json, manifest.json}.
+tokenizer.json, manifest.json, fidelity_reference.npy, neighbour_reference.npy}. The manifest
+lists every variant (models.variants) with its file, checksum and measured fidelity; OpenVINO's
+variants read model.onnx itself.
 """
 
 from __future__ import annotations
@@ -15,11 +17,6 @@ from models.errors import ArtifactsMissing
 from models.specs import ModelSpec
 
 MANIFEST_VERSION = 1
-VARIANT_FILES = {
-    "fp32": "model.onnx",
-    "optimized": "model_optimized.onnx",
-    "int8": "model_int8.onnx",
-}
 
 
 def default_artifact_dir() -> Path:

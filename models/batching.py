@@ -6,6 +6,10 @@ dynamic batcher.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
 # Measured on 2 CPU cores (all-MiniLM-L6-v2, real texts of ~59 tokens): up to 64 texts and
 # 1,024 padded tokens per ONNX Runtime run gave 121 texts/s; 32 / 8,192 gave 112.
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -25,17 +29,44 @@ def padded_tokens(lengths: list[int]) -> int:
     return len(lengths) * max(lengths, default=0)
 
 
-# What one ONNX Runtime run costs, in units of one token's work (all-MiniLM-L6-v2, 2 CPU
-# cores, fitted to runs of 1-64 rows x 8-256 tokens): a fixed ~1.6 ms a run (about 13
-# tokens' worth), and per row a linear term plus attention's quadratic one
-# (a 256-token row costs 1.45x its length).
-RUN_OVERHEAD_TOKENS = 13
-ATTENTION_TOKENS = 566
+@dataclass(frozen=True)
+class CostModel:
+    """What one run of the encoder costs, in units of one token's work: a fixed overhead a run,
+    and per row a linear term plus attention's quadratic one. Each backend has its own figures,
+    measured at load (`fit_cost_model`); the default was fitted for ONNX Runtime on 2 CPU cores
+    (all-MiniLM-L6-v2, runs of 1-64 rows x 8-256 tokens: ~1.6 ms a run, about 13 tokens' worth;
+    a 256-token row costs 1.45x its length)."""
+
+    overhead_tokens: float = 13.0
+    attention_tokens: float = 566.0
+
+    def cost(self, rows: int, width: int) -> float:
+        """Modelled cost of one run of `rows` rows padded to `width` tokens."""
+        return self.overhead_tokens + rows * width * (1 + width / self.attention_tokens)
 
 
-def batch_cost(rows: int, width: int) -> float:
-    """Modelled cost of one run of `rows` rows padded to `width` tokens."""
-    return RUN_OVERHEAD_TOKENS + rows * width * (1 + width / ATTENTION_TOKENS)
+DEFAULT_COST = CostModel()
+
+# Shapes timed to fit a backend's cost model: (rows, width), from one short text to 4k tokens.
+PROBE_SHAPES = ((1, 8), (1, 64), (1, 256), (4, 32), (4, 128), (8, 256), (16, 16), (16, 64), (32, 128))
+
+
+def fit_cost_model(timings: list[tuple[int, int, float]], fallback: CostModel = DEFAULT_COST) -> CostModel:
+    """Least squares of seconds = a + b * rows * width + c * rows * width^2 over measured runs
+    (rows, width, seconds). A fit that makes no physical sense (noise on a busy machine) gives
+    `fallback` instead."""
+    if len(timings) < 3:
+        return fallback
+    x = np.array([[1.0, r * w, r * w * w] for r, w, _ in timings])
+    y = np.array([t for _, _, t in timings])
+    (a, b, c), *_ = np.linalg.lstsq(x, y, rcond=None)
+    if b <= 0 or a < 0:
+        return fallback
+    overhead = a / b
+    attention = b / c if c > 0 else 1e6
+    if not (0.5 <= overhead <= 2000 and attention >= 32):
+        return fallback
+    return CostModel(round(float(overhead), 1), round(float(min(attention, 1e6)), 1))
 
 
 def split_sorted(lengths: list[int], max_rows: int, max_tokens: int) -> list[list[int]]:
@@ -54,10 +85,12 @@ def split_sorted(lengths: list[int], max_rows: int, max_tokens: int) -> list[lis
     return groups
 
 
-def plan_batches(lengths: list[int], max_batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+def plan_batches(
+    lengths: list[int], max_batch_size: int, max_batch_tokens: int, cost: CostModel = DEFAULT_COST
+) -> list[list[int]]:
     """Group indices into batches of at most `max_batch_size` rows and `max_batch_tokens`
     padded tokens (a single row longer than the budget still gets a batch of its own), at the
-    least total `batch_cost`: rows sorted longest first, cut where padding would cost more
+    least total modelled `cost`: rows sorted longest first, cut where padding would cost more
     than another run (dynamic programming over the cut points)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     widths = [lengths[i] for i in order]
@@ -69,9 +102,9 @@ def plan_batches(lengths: list[int], max_batch_size: int, max_batch_tokens: int)
             rows, width = j - i, widths[i]
             if rows > 1 and rows * width > max_batch_tokens:
                 break
-            cost = best[i] + batch_cost(rows, width)
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
+            total = best[i] + cost.cost(rows, width)
+            if total < best[j]:
+                best[j], cut[j] = total, i
     batches, j = [], n
     while j > 0:
         batches.append(order[cut[j] : j])

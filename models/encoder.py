@@ -1,20 +1,40 @@
-"""The encoder: tokenize -> run the ONNX graph -> pool. Knows nothing of Ray, HTTP or caches."""
+"""The encoder: tokenize -> run the graph -> pool. Knows nothing of Ray, HTTP or caches.
+
+At load it picks the variant to run (models.variants: `auto` = the fastest this CPU runs natively
+whose measured fidelity clears the floor), opens it on its runtime (models.backends), and times a
+few batch shapes to fit that runtime's batching cost model (models.batching.CostModel).
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from models import cpu as cpuinfo
+from models import fidelity
 from models.artifacts import ModelArtifacts
-from models.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
+from models.backends import Session, available_backends, open_session
+from models.backends.onnxruntime import gpu_available
+from models.batching import (
+    DEFAULT_COST,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_TOKENS,
+    PROBE_SHAPES,
+    CostModel,
+    fit_cost_model,
+    plan_batches,
+)
 from models.pooling import pool
 from models.postprocess import OutputOptions, postprocess
-from models.session import EncoderSession, create_session
 from models.specs import ModelSpec
 from models.tokenizer import TextTokenizer, Truncate
+from models.variants import AUTO, Choice, FidelityFloor, Variant, choose
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,23 +64,70 @@ class Encoder:
         self,
         spec: ModelSpec,
         artifacts: ModelArtifacts,
-        variant: str = "optimized",
+        variant: str = AUTO,
         providers: list[str] | str = "auto",
         intra_op_threads: int = 0,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        *,
+        streams: int = 1,
+        floor: FidelityFloor = FidelityFloor(),
+        cpu: cpuinfo.CpuInfo | None = None,
+        calibrate: bool = True,
     ):
         self.spec = spec
         self.artifacts = artifacts
-        self.variant = variant
+        self.cpu = cpu or cpuinfo.detect()
+        self.providers = providers
+        self.threads = intra_op_threads
+        self.streams = streams
         self.tokenizer = TextTokenizer(artifacts.tokenizer_path, spec)
-        self.session = EncoderSession(create_session(artifacts.onnx_path(variant), providers, intra_op_threads))
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.cost: CostModel = DEFAULT_COST
+        self._opened: dict[str, Session] = {}
+        self.choice: Choice = choose(
+            variant,
+            artifacts.manifest["variants"],
+            self.cpu,
+            floor,
+            gpu=gpu_available(providers),
+            available_backends=available_backends(),
+            measure=self._measure_here if fidelity.has_references(artifacts.root) else None,
+        )
+        self.variant = self.choice.variant.name
+        self.session = self._open(self.choice.variant)
+        self._opened.clear()  # sessions opened only to be measured are let go
+        if self.session.precision != self.choice.variant.precision:
+            log.warning(
+                "%s: variant %s asks for %s but %s runs %s on this CPU (%s)",
+                spec.id, self.variant, self.choice.variant.precision, self.session.backend,
+                self.session.precision, ", ".join(self.cpu.features) or "no reported features",
+            )
+        if calibrate and self.session.describe()["device"] == "CPU":
+            self.cost = self.measure_cost_model()
+        log.debug("%s", self.summary())
 
     @classmethod
     def from_artifact_dir(cls, spec: ModelSpec, artifact_dir: Path, **kw) -> "Encoder":
         return cls(spec, ModelArtifacts.load(artifact_dir, spec), **kw)
+
+    def _open(self, variant: Variant) -> Session:
+        if variant.name not in self._opened:
+            self._opened[variant.name] = open_session(
+                self.artifacts.root / self.artifacts.variant(variant.name)["file"], variant,
+                providers=self.providers, threads=self.threads, streams=self.streams,
+            )
+        return self._opened[variant.name]
+
+    def _measure_here(self, variant: Variant) -> dict:
+        """Fidelity of `variant` measured on this machine (its manifest figure was taken at
+        another precision, on a CPU without the units it needs)."""
+        log.warning("%s: measuring %s on this CPU (the manifest's figure was not taken at %s)",
+                    self.spec.id, variant.name, variant.precision)
+        # Runs while the choice is being made; __init__ then sets the chosen session.
+        self.session, self.variant = self._open(variant), variant.name
+        return fidelity.measure(self, self.artifacts.root, "load")
 
     @property
     def checksum(self) -> str:
@@ -72,15 +139,18 @@ class Encoder:
     def encode_ids(self, seqs: list[np.ndarray], stats: EncodeStats | None = None) -> np.ndarray:
         """Pooled full-dimension vectors (float32, not normalized), in input order."""
         out = np.empty((len(seqs), self.spec.dimension), dtype=np.float32)
-        lengths = [len(s) for s in seqs]
-        for batch in plan_batches(lengths, self.max_batch_size, self.max_batch_tokens):
-            ids, mask = pad_batch([seqs[i] for i in batch], self.spec.pad_token_id)
-            t0 = time.perf_counter()
-            hidden = self.session.run(ids, mask)
-            out[batch] = pool(self.spec.pooling, hidden, mask)
-            if stats is not None:
-                stats.inference_s += time.perf_counter() - t0
-                stats.batches += 1
+        if not seqs:
+            return out
+        plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, self.cost)
+        padded = [pad_batch([seqs[i] for i in batch], self.spec.pad_token_id) for batch in plan]
+        t0 = time.perf_counter()
+        pooled = self.session.run_reduced(padded, lambda hidden, mask: pool(self.spec.pooling, hidden, mask))
+        for batch, vectors in zip(plan, pooled):
+            out[batch] = vectors
+        if stats is not None:
+            stats.inference_s += time.perf_counter() - t0
+            stats.batches += len(plan)
+            for batch, (_, mask) in zip(plan, padded):
                 stats.tokens += int(mask.sum())
                 stats.padded_tokens += mask.size
                 stats.batch_sizes.append(len(batch))
@@ -92,3 +162,44 @@ class Encoder:
         """Texts -> vectors as `opts` asks (unit-length float32 by default)."""
         pooled = self.encode_ids(self.tokenize(texts, truncate))
         return postprocess(pooled, self.spec, opts, self.artifacts.int8_scales)
+
+    def measure_cost_model(self, repeats: int = 3) -> CostModel:
+        """Times a few batch shapes on the running session and fits its cost model (the fixed
+        cost of a run against the cost of a token), so batch planning fits this backend."""
+        rng = np.random.default_rng(0)
+        timings = []
+        for rows, width in PROBE_SHAPES:
+            width = min(width, self.spec.max_seq_length)
+            ids = rng.integers(1000, 2000, size=(rows, width), dtype=np.int64)
+            mask = np.ones_like(ids)
+            self.session.run(ids, mask)  # first run of a shape: allocations
+            best = float("inf")
+            for _ in range(repeats):
+                t = time.perf_counter()
+                self.session.run(ids, mask)
+                best = min(best, time.perf_counter() - t)
+            timings.append((rows, width, best))
+        return fit_cost_model(timings)
+
+    def describe(self) -> dict:
+        """What runs and why: for logs, /v1/models and gRPC ListModels."""
+        return {
+            "variant": self.variant,
+            **self.session.describe(),
+            "cpu": self.cpu.describe(),
+            "choice": self.choice.reason,
+            "considered": self.choice.considered,
+            "fidelity": self.choice.fidelity,
+            "cost_model": {"overhead_tokens": self.cost.overhead_tokens, "attention_tokens": self.cost.attention_tokens},
+        }
+
+    def summary(self) -> str:
+        d = self.describe()
+        fid = d["fidelity"] or {}
+        fid_text = f"min cosine {fid['min_cos']:.5f}, top-10 kept {fid['top10_kept']:.4f}" if "top10_kept" in fid else "fidelity not measured"
+        return (
+            f"{self.spec.id}: variant {self.variant} on {d['backend']} {d['version']} ({d['device']}, "
+            f"{d['precision']}, {d['threads']} threads); CPU {self.cpu.model} "
+            f"[{', '.join(self.cpu.features) or 'no reported features'}]; {self.choice.reason}; {fid_text}; "
+            f"cost model {self.cost.overhead_tokens:g} tokens a run, attention {self.cost.attention_tokens:g}"
+        )

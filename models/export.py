@@ -1,8 +1,8 @@
 """Export a model to ONNX (optimum), build its faster variants, measure them, write a manifest.
 
 Needs the `export` extra (torch, optimum, sentence-transformers); serving does not.
-Idempotent: artifacts whose manifest and checksums are intact are reused; a manifest from
-before the quality table only gets the table added.
+Idempotent: artifacts whose manifest and checksums are intact are reused; a manifest from an
+older embedserve (no references, no OpenVINO variants) only gets the measurements it lacks.
 """
 
 from __future__ import annotations
@@ -17,15 +17,18 @@ from typing import Callable
 
 import numpy as np
 
-from models.artifacts import MANIFEST_VERSION, VARIANT_FILES, ModelArtifacts, model_dir
+from models import cpu as cpuinfo
+from models import fidelity
+from models.artifacts import MANIFEST_VERSION, ModelArtifacts, model_dir
+from models.backends import available_backends
 from models.calibration import fit_int8_scales
 from models.corpus import calibration_texts, evaluation_texts
 from models.pooling import l2_normalize
 from models.quality import measure as measure_quality
 from models.specs import ModelSpec
+from models.variants import VARIANTS
 from models.weights import materialize
 
-FIDELITY_TEXTS = 64  # a quick check at export; tests/test_fidelity.py does the thorough one
 # The quality table embeds held-out texts once with the optimized graph (fp32's vectors): all 2,500 for small models
 # (MiniLM: ~20-40 s on 2 cores); models wider than SMALL_MODEL_DIM (base size, ~5x the cost per
 # text) use the first QUALITY_TEXTS_LARGE (the file is shuffled), and the manifest says so.
@@ -47,7 +50,7 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("onnxruntime", "optimum", "optimum-onnx", "transformers", "torch", "sentence-transformers"):
+    for pkg in ("onnxruntime", "openvino", "optimum", "optimum-onnx", "transformers", "torch", "sentence-transformers"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -66,28 +69,6 @@ def is_complete(root: Path, int8_weights: bool) -> bool:
     files = {v["file"]: v["sha256"] for v in m["variants"].values()}
     files["tokenizer.json"] = m["tokenizer_sha256"]
     return all((root / f).is_file() and sha256_file(root / f) == s for f, s in files.items())
-
-
-def quality_table(spec: ModelSpec, artifacts: ModelArtifacts, say: Say = print, enc=None) -> dict:
-    """Embeds the evaluation corpus with the fp32 graph and measures every lossy option
-    against its float top-10 neighbours (models.quality), with the manifest's int8 scales."""
-    from models.encoder import Encoder  # noqa: PLC0415
-
-    started = time.perf_counter()
-    texts = corpus = evaluation_texts()
-    note = "models/data/evaluation.jsonl"
-    if spec.dimension > SMALL_MODEL_DIM:
-        texts = corpus[:QUALITY_TEXTS_LARGE]
-        note += f" (first {len(texts)} of {len(corpus)} texts, to bound export time)"
-    enc = enc or Encoder(spec, artifacts, variant="optimized", providers="cpu")
-    unit = l2_normalize(enc.encode_ids(enc.tokenize(texts)))
-    table = measure_quality(unit, artifacts.int8_scales, spec.matryoshka_dims)
-    table["evaluation"]["corpus"] = note
-    table["evaluation"]["seconds"] = round(time.perf_counter() - started, 1)
-    for option, entry in table.items():
-        if "top10_kept" in entry:
-            say(f"    {option:26s} top-10 kept {entry['top10_kept']:.4f}")
-    return table
 
 
 def write_manifest(root: Path, manifest: dict) -> None:
@@ -109,7 +90,7 @@ def export_onnx(source: Path, out_dir: Path) -> Path:
             local_files_only=True,
             do_validation=False,
         )
-        target = out_dir / VARIANT_FILES["fp32"]
+        target = out_dir / VARIANTS["fp32"].file
         shutil.move(str(Path(tmp) / "model.onnx"), target)
     return target
 
@@ -132,7 +113,7 @@ def optimize_graph(fp32: Path, spec: ModelSpec, out_dir: Path) -> Path:
     from onnxruntime.transformers.optimizer import optimize_model
 
     model = optimize_model(str(fp32), model_type="bert", num_heads=0, hidden_size=0, opt_level=1)
-    target = out_dir / VARIANT_FILES["optimized"]
+    target = out_dir / VARIANTS["optimized"].file
     model.save_model_to_file(str(target))
     return target
 
@@ -141,7 +122,7 @@ def quantize_weights(fp32: Path, out_dir: Path) -> Path:
     """Dynamic int8 weights (opt-in: it costs accuracy; the manifest records how much)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    target = out_dir / VARIANT_FILES["int8"]
+    target = out_dir / VARIANTS["int8"].file
     quantize_dynamic(fp32, target, weight_type=QuantType.QInt8, per_channel=True)
     return target
 
@@ -155,17 +136,117 @@ def reference_vectors(source: Path, spec: ModelSpec, texts: list[str]) -> np.nda
     return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
 
 
-def fidelity_sample(texts: list[str], n: int = FIDELITY_TEXTS) -> list[str]:
-    """The longest quarter (to exercise truncation) plus an even spread of the rest."""
-    by_len = sorted(texts, key=len)
-    longest = by_len[-(n // 4):]
-    rest = by_len[: -(n // 4)]
-    step = max(1, len(rest) // (n - len(longest)))
-    return longest + rest[::step][: n - len(longest)]
+def variant_entries(root: Path, built: set[str]) -> dict[str, dict]:
+    """A manifest entry for every variant whose graph is here and whose runtime is installed
+    (OpenVINO's variants read model.onnx, so they cost no file of their own)."""
+    backends = available_backends()
+    sums: dict[str, str] = {}
+    out = {}
+    for name, v in VARIANTS.items():
+        path = root / v.file
+        if v.backend not in backends or not path.is_file() or (v.optional and name not in built):
+            continue
+        if v.file not in sums:
+            sums[v.file] = sha256_file(path)
+        out[name] = {"file": v.file, "sha256": sums[v.file], "bytes": path.stat().st_size,
+                     "backend": v.backend, "precision": v.precision}
+    return out
 
 
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(l2_normalize(a) * l2_normalize(b), axis=1)
+def missing_measurements(root: Path, manifest: dict) -> list[str]:
+    """What an otherwise complete export still lacks (artifacts from an older embedserve)."""
+    missing = []
+    if not fidelity.has_references(root):
+        missing.append("references")
+    if "quality" not in manifest:
+        missing.append("quality")
+    known = variant_entries(root, set(manifest["variants"]))
+    if set(known) - set(manifest["variants"]) or any(
+        "top10_kept" not in (v.get("fidelity") or {}) for v in manifest["variants"].values()
+    ):
+        missing.append("variants")
+    return missing
+
+
+class Steps:
+    """Numbered progress lines: [i/n] what is being done."""
+
+    def __init__(self, total: int, say: Say):
+        self.total, self.done, self.say = total, 0, say
+
+    def __call__(self, what: str) -> None:
+        self.done += 1
+        self.say(f"[{self.done}/{self.total}] {what}")
+
+
+def needs_references(root: Path, manifest: dict) -> bool:
+    return not (root / fidelity.FIDELITY_FILE).is_file() or "quality" not in manifest
+
+
+MEASURE_STEPS = 1  # every variant against the references
+REFERENCE_STEPS = 3  # sentence-transformers' vectors, int8 scales, quality table
+
+
+def measure_artifacts(spec: ModelSpec, artifact_dir: Path, manifest: dict, source: Path, say: Say, step: Steps) -> dict:
+    """The measured part of the manifest: references, int8 output scales, the quality table of
+    the lossy outputs and every variant's fidelity. Does only what `manifest` lacks."""
+    from models.encoder import Encoder  # noqa: PLC0415 (keeps `models.export` importable alone)
+
+    root = model_dir(artifact_dir, spec)
+    # Every variant this export can run, each measured afresh below.
+    manifest["variants"] = variant_entries(root, set(manifest["variants"]))
+    write_manifest(root, manifest)
+
+    # The optimized graph gives the fp32 vectors (cosine 1.0 to sentence-transformers, measured
+    # below) in less time: it computes the references, the scales and the quality table.
+    exact = Encoder(spec, ModelArtifacts(spec, root, manifest), variant="optimized", providers="cpu", calibrate=False)
+    if needs_references(root, manifest):
+        texts = fidelity.fidelity_texts()
+        step(f"sentence-transformers' vectors of {len(texts)} fidelity texts (the reference)")
+        fid_ref = reference_vectors(source, spec, texts)
+        texts = calibration_texts()
+        step(f"calibrating the int8 output scale on {len(texts)} texts")
+        unit = l2_normalize(exact.encode_ids(exact.tokenize(texts)))
+        scales = fit_int8_scales(unit, spec.matryoshka_dims)  # a fixed Matryoshka list: only its sizes
+        manifest["int8_scales"] = {str(d): round(s, 6) for d, s in scales.items()}
+        manifest["calibration_texts"] = len(texts)
+        step("measuring what each lossy output keeps of the float top-10 neighbours")
+        manifest["quality"], unit = quality_table(spec, ModelArtifacts(spec, root, manifest), say, exact)
+        fidelity.save_references(root, fid_ref, unit[: fidelity.NEIGHBOUR_TEXTS])
+        write_manifest(root, manifest)
+
+    step(f"measuring every variant against the references on this CPU "
+         f"({', '.join(cpuinfo.detect().features) or 'no reported features'})")
+    artifacts = ModelArtifacts(spec, root, manifest)
+    for name in manifest["variants"]:
+        enc = Encoder(spec, artifacts, variant=name, providers="cpu", calibrate=False)
+        fid = fidelity.measure(enc, root, "export")
+        manifest["variants"][name]["fidelity"] = fid
+        say(f"    {name:14s} {fid['precision']:5s} min cosine {fid['min_cos']:.6f}  mean {fid['mean_cos']:.6f}  "
+            f"top-10 kept {fid['top10_kept']:.4f}  {fid['texts_per_s']:.0f} texts/s")
+    manifest["export_cpu"] = cpuinfo.detect().describe()
+    manifest["versions"] = _versions()
+    return manifest
+
+
+def quality_table(spec: ModelSpec, artifacts: ModelArtifacts, say: Say, enc) -> tuple[dict, np.ndarray]:
+    """Embeds the evaluation corpus with the fp32 graph and measures every lossy option
+    against its float top-10 neighbours (models.quality), with the manifest's int8 scales.
+    Also returns the unit vectors (the first of them are the neighbour reference)."""
+    started = time.perf_counter()
+    texts = corpus = evaluation_texts()
+    note = "models/data/evaluation.jsonl"
+    if spec.dimension > SMALL_MODEL_DIM:
+        texts = corpus[:QUALITY_TEXTS_LARGE]
+        note += f" (first {len(texts)} of {len(corpus)} texts, to bound export time)"
+    unit = l2_normalize(enc.encode_ids(enc.tokenize(texts)))
+    table = measure_quality(unit, artifacts.int8_scales, spec.matryoshka_dims)
+    table["evaluation"]["corpus"] = note
+    table["evaluation"]["seconds"] = round(time.perf_counter() - started, 1)
+    for option, entry in table.items():
+        if "top10_kept" in entry:
+            say(f"    {option:26s} top-10 kept {entry['top10_kept']:.4f}")
+    return table, unit
 
 
 def export_model(
@@ -176,37 +257,34 @@ def export_model(
     force: bool = False,
     say: Say = print,
 ) -> ModelArtifacts:
-    from models.encoder import Encoder  # noqa: PLC0415 (keeps `models.export` importable alone)
-
     root = model_dir(artifact_dir, spec)
     if not force and is_complete(root, int8_weights):
         artifacts = ModelArtifacts.load(artifact_dir, spec)
-        if "quality" in artifacts.manifest:
+        missing = missing_measurements(root, artifacts.manifest)
+        if not missing:
             say(f"{spec.id}: artifacts in {root} are complete; reusing them.")
             return artifacts
-        say(f"[1/1] {spec.id}: artifacts in {root} are complete but have no quality table; measuring it")
-        write_manifest(root, {**artifacts.manifest, "quality": quality_table(spec, artifacts, say)})
+        say(f"{spec.id}: artifacts in {root} are complete but lack {', '.join(missing)}; measuring them")
+        manifest = dict(artifacts.manifest)
+        step = Steps(MEASURE_STEPS + REFERENCE_STEPS * needs_references(root, manifest), say)
+        manifest = measure_artifacts(spec, artifact_dir, manifest, materialize(spec, root), say, step)
+        write_manifest(root, manifest)
         return ModelArtifacts.load(artifact_dir, spec)
+
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifest.json").unlink(missing_ok=True)
     started = time.perf_counter()
-    steps = 7 + int8_weights
-    step = iter(range(1, steps + 1))
-
-    say(f"[{next(step)}/{steps}] {spec.id}: locating the packaged weights")
+    step = Steps(3 + int8_weights + REFERENCE_STEPS + MEASURE_STEPS, say)
+    step(f"{spec.id}: locating the packaged weights")
     source = materialize(spec, root)
-    say(f"[{next(step)}/{steps}] exporting fp32 ONNX with optimum (a minute or two)")
+    step("exporting fp32 ONNX with optimum (a minute or two)")
     fp32 = export_onnx(source, root)
     tokenizer = write_tokenizer(source, spec, root)
-    say(f"[{next(step)}/{steps}] building the graph-optimized variant")
-    files = {"fp32": fp32, "optimized": optimize_graph(fp32, spec, root)}
+    step("building the graph-optimized variant")
+    built = {"fp32": fp32, "optimized": optimize_graph(fp32, spec, root)}
     if int8_weights:
-        say(f"[{next(step)}/{steps}] quantizing weights to int8 (opt-in)")
-        files["int8"] = quantize_weights(fp32, root)
-    variants = {
-        name: {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
-        for name, path in files.items()
-    }
+        step("quantizing weights to int8 (opt-in)")
+        built["int8"] = quantize_weights(fp32, root)
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "model_id": spec.id,
@@ -216,37 +294,9 @@ def export_model(
         "pooling": spec.pooling,
         "tokenizer_sha256": sha256_file(tokenizer),
         "opset": _opset(fp32),
-        "versions": _versions(),
-        "variants": variants,
+        "variants": variant_entries(root, set(built)),
     }
-    # Written now so the encoder can load the variants; completed below.
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    artifacts = ModelArtifacts.load(artifact_dir, spec)
-
-    say(f"[{next(step)}/{steps}] measuring each variant against sentence-transformers")
-    texts = calibration_texts()
-    sample = fidelity_sample(texts)
-    reference = reference_vectors(source, spec, sample)
-    for name in variants:
-        enc = Encoder(spec, artifacts, variant=name, providers="cpu")
-        cos = cosines(enc.encode_ids(enc.tokenize(sample)), reference)
-        variants[name]["fidelity"] = {"texts": len(sample), "min_cos": float(cos.min()), "mean_cos": float(cos.mean())}
-        say(f"    {name:9s} min cosine {cos.min():.6f}  mean {cos.mean():.6f}")
-
-    del reference, enc
-    say(f"[{next(step)}/{steps}] calibrating the int8 output scale on {len(texts)} texts")
-    # The optimized graph gives the fp32 vectors (cosine 1.0, checked above) in less time.
-    enc = Encoder(spec, artifacts, variant="optimized", providers="cpu")
-    unit = l2_normalize(enc.encode_ids(enc.tokenize(texts)))
-    scales = fit_int8_scales(unit, spec.matryoshka_dims)  # a fixed Matryoshka list: only its sizes
-    manifest["int8_scales"] = {str(d): round(s, 6) for d, s in scales.items()}
-    manifest["calibration_texts"] = len(texts)
-
-    say(f"[{next(step)}/{steps}] measuring what each lossy output keeps of the float top-10 neighbours")
-    artifacts = ModelArtifacts(spec, root, manifest)
-    manifest["quality"] = quality_table(spec, artifacts, say, enc)
-
-    say(f"[{next(step)}/{steps}] writing the manifest")
+    manifest = measure_artifacts(spec, artifact_dir, manifest, source, say, step)
     manifest["export_seconds"] = round(time.perf_counter() - started, 1)
     write_manifest(root, manifest)
     say(f"{spec.id}: exported to {root} in {manifest['export_seconds']} s")
@@ -258,4 +308,3 @@ def _opset(path: Path) -> int:
 
     model = onnx.load(str(path), load_external_data=False)
     return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-

@@ -11,6 +11,7 @@ Where the encoders run is a setting (`encoder_placement`):
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 from ray import serve
@@ -18,10 +19,13 @@ from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from models.artifacts import ModelArtifacts
+from models.backends import available_backends
+from models.backends.onnxruntime import gpu_available
 from models.batcher import ContinuousBatcher, RoundInfo
 from models.batching import round_tokens
 from models.encoder import EncodeStats, Encoder
 from models.specs import ModelSpec, resolve_model
+from models.variants import choose
 from serving import grpc_api
 from serving.cache import build_cache
 from serving.frontend import Frontend
@@ -30,6 +34,8 @@ from serving.metrics import EncoderMetrics, IngressMetrics
 from serving.pipeline import ModelRuntime, Pipeline
 from serving.settings import Settings
 
+log = logging.getLogger("ray.serve")
+
 
 class LocalEncoder:
     """One model run in this process: the encoder behind a continuous batcher. An encoder
@@ -37,15 +43,8 @@ class LocalEncoder:
     (no Ray hop per call)."""
 
     def __init__(self, spec: ModelSpec, s: Settings):
-        self.encoder = Encoder(
-            spec,
-            ModelArtifacts.load(s.artifact_dir, spec),
-            variant=s.variant,
-            providers=s.providers,
-            intra_op_threads=s.intra_op_threads,
-            max_batch_size=s.max_batch_size,
-            max_batch_tokens=s.max_batch_tokens,
-        )
+        self.encoder = Encoder(spec, ModelArtifacts.load(s.artifact_dir, spec), **s.encoder_options())
+        log.info("%s", self.encoder.summary())
         self.metrics = EncoderMetrics(spec.id)
         self.batcher = ContinuousBatcher(
             self._round, round_tokens(s.max_batch_tokens), s.batch_wait_timeout_ms / 1000, self.metrics.record
@@ -83,6 +82,10 @@ class EncoderReplica:
     async def encode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
         return await self.local.encode(seqs)
 
+    def describe(self) -> dict:
+        """What runs the model in this replica (backend, precision, CPU, fidelity)."""
+        return self.local.encoder.describe()
+
     def check_health(self) -> None:
         enc = self.local.encoder
         enc.encode_ids(enc.tokenize(["ok"]))
@@ -107,9 +110,16 @@ class Ingress:
         self.local: dict[str, LocalEncoder] = {}
         for name in s.models:
             spec = resolve_model(name)
-            runtimes[spec.key] = ModelRuntime.load(spec, ModelArtifacts.load(s.artifact_dir, spec), s.variant)
-            if spec.key not in encoders:
+            artifacts = ModelArtifacts.load(s.artifact_dir, spec)
+            if spec.key in encoders:
+                # The encoder replicas choose for themselves; on the same kind of node they
+                # choose this (the cache key names it).
+                variant = planned_variant(artifacts, s)
+            else:
                 self.local[spec.key] = LocalEncoder(spec, s)
+                variant = self.local[spec.key].encoder.variant
+            runtimes[spec.key] = ModelRuntime.load(spec, artifacts, variant)
+        self._engines: dict[str, dict] = {}
         cache = build_cache(
             s.cache,
             s.redis_url.get_secret_value() if s.redis_url else None,
@@ -128,7 +138,8 @@ class Ingress:
             retry_after_s=s.retry_after_s,
         )
         self.frontend = Frontend(
-            pipeline, s.api_key_set(), s.max_payload_bytes, probe=self._probe, metrics=IngressMetrics()
+            pipeline, s.api_key_set(), s.max_payload_bytes, probe=self._probe, engine=self._engine,
+            metrics=IngressMetrics(),
         )
         self.timeout_s = s.request_timeout_s
         _Replica.frontend = self.frontend
@@ -136,6 +147,14 @@ class Ingress:
     async def _encode(self, key: str, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
         call = self.local[key].encode(seqs) if key in self.local else self.encoders[key].encode.remote(seqs)
         return await asyncio.wait_for(call, self.timeout_s)
+
+    async def _engine(self, key: str) -> dict:
+        """What runs model `key`: this process's encoder, or (asked once) its encoder deployment's."""
+        if key in self.local:
+            return self.local[key].encoder.describe()
+        if key not in self._engines:
+            self._engines[key] = await self.encoders[key].describe.remote()
+        return self._engines[key]
 
     async def _probe(self, key: str) -> bool:
         vectors, _ = await self._encode(key, [np.array([0], dtype=np.int64)])
@@ -149,12 +168,19 @@ class Ingress:
         async for response in grpc_api.embed_stream(self.frontend, request, grpc_context):
             yield response
 
-    def ListModels(self, request, grpc_context):  # noqa: N802
-        return grpc_api.list_models(self.frontend, grpc_context, request)
+    async def ListModels(self, request, grpc_context):  # noqa: N802
+        return await grpc_api.list_models(self.frontend, grpc_context, request)
 
     # ---- gRPC: grpc.health.v1.Health, for Kubernetes probes ----------------------------------
     async def Check(self, request):  # noqa: N802
         return await grpc_api.health_check(self.frontend)
+
+
+def planned_variant(artifacts: ModelArtifacts, s: Settings) -> str:
+    """The variant an encoder with these settings picks on this machine (without measuring)."""
+    o = s.encoder_options()
+    return choose(s.variant, artifacts.manifest["variants"], o["cpu"], o["floor"], gpu=gpu_available(s.providers),
+                  available_backends=available_backends()).variant.name
 
 
 def deployment_name(model_key: str) -> str:

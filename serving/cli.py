@@ -42,15 +42,21 @@ def export_command(args) -> int:
 
 
 def ensure_exported(s: Settings) -> None:
-    """Export every served model that has no artifacts yet (first start on a fresh machine)."""
+    """Export every served model that has no artifacts yet (first start on a fresh machine), and
+    measure what an older export lacks."""
+    from models.export import export_model, missing_measurements
+
     for name in s.models:
         spec = resolve_model(name)
         try:
-            ModelArtifacts.load(s.artifact_dir, spec).variant(s.variant)
+            artifacts = ModelArtifacts.load(s.artifact_dir, spec)
+            if s.variant != "auto":
+                artifacts.variant(s.variant)
+            missing = missing_measurements(artifacts.root, artifacts.manifest)
         except ArtifactsMissing:
-            from models.export import export_model
-
             print(f"{spec.id} is not exported yet: exporting it to {s.artifact_dir} (once).", flush=True)
+            missing = ["everything"]
+        if missing:
             export_model(spec, s.artifact_dir, int8_weights=s.variant == "int8")
 
 
@@ -78,6 +84,13 @@ def serve_command(args) -> int:
     trap_signals()  # ray.init() installs its own SIGTERM handler (sys.exit): take it back
     app.wait_ready()
     print(f"embedserve is serving {', '.join(s.models)}", flush=True)
+    for m in app.get("/v1/models", headers=_auth_header(s))[2].get("data", []):
+        e = m.get("engine") or {}
+        fid = e.get("fidelity") or {}
+        print(f"  {m['id']}: {e.get('variant')} on {e.get('backend')} {e.get('version')}, {e.get('precision')}, "
+              f"CPU {e.get('cpu', {}).get('model')} [{', '.join(e.get('cpu', {}).get('features', []))}]"
+              + (f", min cosine {fid['min_cos']:.5f} to sentence-transformers" if fid else ""), flush=True)
+        print(f"    why: {e.get('choice')}", flush=True)
     print(f"  HTTP  http://{s.host}:{s.http_port}/v1/embeddings   (OpenAI-compatible)", flush=True)
     print(f"  gRPC  {s.host}:{s.grpc_port}   embedserve.v1.EmbeddingService", flush=True)
     print("Ctrl-C stops it.", flush=True)
@@ -85,6 +98,11 @@ def serve_command(args) -> int:
     print("shutting down: draining requests in flight", flush=True)
     stop()
     return 0
+
+
+def _auth_header(s: Settings) -> dict:
+    keys = sorted(s.api_key_set())
+    return {"authorization": f"Bearer {keys[0]}"} if keys else {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,35 @@ from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
 INT8_RULE = "q = clip(round(x * 127 / scale), -127, 127) on the unit vector of the requested dimensions; x ~= q * scale / 127; uint8 = q + 128"
 
 
-def describe_model(rt: ModelRuntime) -> dict:
+def variant_figures(rt: ModelRuntime) -> list[dict]:
+    """Every exported variant with its measured fidelity (from the manifest)."""
+    out = []
+    for name, info in rt.artifacts.manifest["variants"].items():
+        fid = info.get("fidelity") or {}
+        out.append({
+            "variant": name,
+            "backend": info.get("backend", "onnxruntime"),
+            "precision": info.get("precision", "int8" if name == "int8" else "fp32"),
+            "fidelity": {k: fid[k] for k in FIDELITY_KEYS if k in fid} or None,
+        })
+    return out
+
+
+FIDELITY_KEYS = ("min_cos", "mean_cos", "top10_kept", "texts", "long_texts", "precision", "measured_at")
+ENGINE_KEYS = ("variant", "backend", "version", "device", "precision", "threads", "streams", "choice")
+
+
+def describe_engine(engine: dict) -> dict:
+    """The running engine, as /v1/models and ListModels report it."""
+    out = {k: engine.get(k) for k in ENGINE_KEYS}
+    out["streams"] = out["streams"] or 1
+    out["cpu"] = engine["cpu"]
+    fid = engine.get("fidelity") or {}
+    out["fidelity"] = {k: fid[k] for k in FIDELITY_KEYS if k in fid} or None
+    return out
+
+
+def describe_model(rt: ModelRuntime, engine: dict | None = None) -> dict:
     spec = rt.spec
     return {
         "id": spec.id,
@@ -27,6 +55,8 @@ def describe_model(rt: ModelRuntime) -> dict:
         "int8_scale_rule": INT8_RULE,
         "int8_scales": [{"dimensions": d, "scale": s} for d, s in sorted(rt.artifacts.int8_scales.items())],
         "quality": rt.artifacts.quality,
+        "engine": describe_engine(engine) if engine else None,
+        "variants": variant_figures(rt),
     }
 
 
@@ -37,6 +67,8 @@ class Frontend:
     max_payload_bytes: int = 8 << 20
     # Probes one model's encoders end to end; True when they answered.
     probe: Callable[[str], Awaitable[bool]] | None = None
+    # Describes what runs one model (models.encoder.Encoder.describe, wherever it runs).
+    engine: Callable[[str], Awaitable[dict]] | None = None
     ready_ttl_s: float = 2.0
     # Records each outcome (serving.metrics.IngressMetrics in a replica; None in plain tests).
     metrics: object | None = None
@@ -60,8 +92,11 @@ class Frontend:
     def authenticate(self, header: str | None) -> None:
         check_bearer(self.api_keys, header)
 
-    def models(self) -> list[dict]:
-        return [describe_model(rt) for rt in self.pipeline.runtimes.values()]
+    async def models(self) -> list[dict]:
+        out = []
+        for key, rt in self.pipeline.runtimes.items():
+            out.append(describe_model(rt, await self.engine(key) if self.engine else None))
+        return out
 
     async def readiness(self) -> dict[str, bool]:
         """Every model loaded and answering (probed at most every `ready_ttl_s`)."""

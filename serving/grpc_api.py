@@ -149,7 +149,21 @@ async def embed_stream(fe: Frontend, request: pb.EmbedRequest, context) -> Async
         raise err from None
 
 
-def list_models(fe: Frontend, context, request=None) -> pb.ListModelsResponse:
+def _fidelity(fid: dict | None) -> pb.Fidelity | None:
+    return None if not fid else pb.Fidelity(**fid)
+
+
+def _engine(e: dict | None) -> pb.EngineInfo | None:
+    if not e:
+        return None
+    return pb.EngineInfo(
+        variant=e["variant"], backend=e["backend"], backend_version=e["version"], device=e["device"],
+        precision=e["precision"], threads=e["threads"] or 0, streams=e["streams"] or 1, cpu=pb.CpuInfo(**e["cpu"]),
+        choice=e["choice"], fidelity=_fidelity(e["fidelity"]),
+    )
+
+
+async def list_models(fe: Frontend, context, request=None) -> pb.ListModelsResponse:
     try:
         fe.authenticate(_metadata(context).get("authorization"))
         parse(fe, request, pb.ListModelsRequest)
@@ -157,7 +171,7 @@ def list_models(fe: Frontend, context, request=None) -> pb.ListModelsResponse:
         fail(context, err)
         return pb.ListModelsResponse()
     models = []
-    for m in fe.models():
+    for m in await fe.models():
         any_size = m["matryoshka_dimensions"] == "any"
         models.append(
             pb.ModelInfo(
@@ -170,6 +184,9 @@ def list_models(fe: Frontend, context, request=None) -> pb.ListModelsResponse:
                 matryoshka_trained=m["matryoshka_trained"],
                 int8_scales=[pb.Int8Scale(dimensions=s["dimensions"], scale=s["scale"]) for s in m["int8_scales"]],
                 quality=[pb.QualityFigure(option=k, top10_kept=v) for k, v in _flat_quality(m["quality"])],
+                engine=_engine(m["engine"]),
+                variants=[pb.VariantInfo(variant=v["variant"], backend=v["backend"], precision=v["precision"],
+                                         fidelity=_fidelity(v["fidelity"])) for v in m["variants"]],
             )
         )
     return pb.ListModelsResponse(models=models)

@@ -215,7 +215,7 @@ def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List served models")
     async def models(request: Request):
         fe = await authorized(request)
-        cards = [{"object": "model", "created": 0, "owned_by": "embedserve", **m} for m in fe.models()]
+        cards = [{"object": "model", "created": 0, "owned_by": "embedserve", **m} for m in await fe.models()]
         return {"object": "list", "data": cards}
 
     @app.post(

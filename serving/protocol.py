@@ -54,6 +54,43 @@ class Int8Scale(BaseModel):
     scale: float
 
 
+class Fidelity(BaseModel):
+    min_cos: float = Field(description="Least cosine to sentence-transformers fp32 over the fidelity texts.")
+    mean_cos: float
+    top10_kept: float = Field(description="Share of the fp32 top-10 neighbours kept on held-out texts.")
+    texts: int
+    long_texts: int = Field(description="Fidelity texts that fill the model's window (truncated).")
+    precision: str = Field(description="The precision that ran when this was measured.")
+    measured_at: str = Field(description="export, or load (measured again on this CPU).")
+
+
+class CpuInfo(BaseModel):
+    model: str
+    cores: int
+    features: list[str] = Field(description="Inference-relevant CPU flags (avx512_bf16, amx_bf16, ...).")
+    bf16: bool = Field(description="Whether the CPU has bf16 matrix units.")
+
+
+class EngineInfo(BaseModel):
+    variant: str
+    backend: Literal["onnxruntime", "openvino"]
+    version: str
+    device: str
+    precision: str = Field(description="What actually runs: fp32, bf16 or int8.")
+    threads: int | None
+    streams: int
+    cpu: CpuInfo
+    choice: str = Field(description="Why this variant runs (the auto rule, or asked for by name).")
+    fidelity: Fidelity | None
+
+
+class VariantInfo(BaseModel):
+    variant: str
+    backend: str
+    precision: str
+    fidelity: Fidelity | None
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -69,6 +106,8 @@ class ModelCard(BaseModel):
     int8_scale_rule: str
     int8_scales: list[Int8Scale]
     quality: dict = Field(default_factory=dict, description="Share of float top-10 neighbours each option keeps.")
+    engine: EngineInfo | None = Field(None, description="What runs the model here.")
+    variants: list[VariantInfo] = Field(default_factory=list, description="Every exported variant and its measured fidelity.")
 
 
 class ModelList(BaseModel):

@@ -32,12 +32,28 @@ class Settings(BaseSettings):
 
     # Models and how they run.
     models: CommaList = Field([DEFAULT_MODEL], description="Models to serve (ids or aliases, comma-separated).")
-    variant: Literal["fp32", "optimized", "int8"] = Field(
-        "optimized", description="ONNX variant: fp32, optimized (ORT fusions, same vectors) or int8 weights (lossy)."
+    variant: Literal["auto", "fp32", "optimized", "int8", "openvino-fp32", "openvino-bf16"] = Field(
+        "auto",
+        description="What runs the model: auto (the fastest variant this CPU runs natively whose measured "
+        "fidelity clears the floor below: OpenVINO bf16 on CPUs with AMX / AVX512-BF16, else fp32), fp32 "
+        "(ONNX Runtime, exact), optimized (ONNX Runtime fusions, same vectors), openvino-fp32 (exact), "
+        "openvino-bf16, int8 (ONNX Runtime int8 weights, lossy, opt-in).",
+    )
+    fidelity_min_cos: float = Field(
+        0.9995, ge=0, le=1, description="auto accepts a lossy variant only with at least this min cosine to sentence-transformers fp32."
+    )
+    fidelity_top10_kept: float = Field(
+        0.99, ge=0, le=1, description="auto accepts a lossy variant only if it keeps this share of the fp32 top-10 neighbours."
+    )
+    cpu_features: CommaList | None = Field(
+        None, description="Plan as if the CPU had exactly these flags (e.g. avx2 to rule out bf16); unset: read from the CPU."
+    )
+    openvino_streams: int = Field(
+        1, ge=1, description="OpenVINO streams per encoder (batches of a round run side by side, threads split among them)."
     )
     artifact_dir: Path = Field(default_factory=default_artifact_dir, description="Where exported models live.")
     providers: CommaList = Field(["auto"], description="ONNX Runtime providers: auto, cpu, cuda, tensorrt.")
-    intra_op_threads: int = Field(0, ge=0, description="ORT threads per encoder replica (0: one per core).")
+    intra_op_threads: int = Field(0, ge=0, description="Inference threads per encoder (ONNX Runtime or OpenVINO; 0: one per core).")
     encoder_replicas: int = Field(1, ge=1, description="Encoder replicas per model.")
     encoder_num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each encoder replica.")
     encoder_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for each encoder replica.")
@@ -47,9 +63,9 @@ class Settings(BaseSettings):
     )
 
     # Dynamic batching (retunable live through the deployment's user_config).
-    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, description="Most texts in one ONNX Runtime run.")
+    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, description="Most texts in one encoder run.")
     max_batch_tokens: int = Field(
-        DEFAULT_MAX_BATCH_TOKENS, ge=512, description="Most padded tokens in one ONNX Runtime run (a batching round gathers 16x this)."
+        DEFAULT_MAX_BATCH_TOKENS, ge=512, description="Most padded tokens in one encoder run (a batching round gathers 16x this)."
     )
     batch_wait_timeout_ms: float = Field(
         5.0, ge=0, description="On an idle encoder, how long a first call waits for others to share its round."
@@ -80,7 +96,7 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, description="Ray cluster to join; unset starts a local one.")
     object_store_mb: int = Field(512, ge=75, description="Object store of a local Ray instance.")
 
-    _split_models = field_validator("models", "providers", mode="before")(_split)
+    _split_models = field_validator("models", "providers", "cpu_features", mode="before")(_split)
 
     def api_key_set(self) -> frozenset[str]:
         keys = set()
@@ -89,3 +105,20 @@ class Settings(BaseSettings):
         if self.api_keys_file is not None:
             keys.update(k.strip() for k in self.api_keys_file.read_text().splitlines() if k.strip())
         return frozenset(keys)
+
+    def encoder_options(self) -> dict:
+        """The engine's keyword arguments (models.encoder.Encoder) these settings make."""
+        from models import cpu
+        from models.variants import FidelityFloor
+
+        detected = cpu.detect()
+        return {
+            "variant": self.variant,
+            "providers": self.providers,
+            "intra_op_threads": self.intra_op_threads,
+            "max_batch_size": self.max_batch_size,
+            "max_batch_tokens": self.max_batch_tokens,
+            "streams": self.openvino_streams,
+            "floor": FidelityFloor(self.fidelity_min_cos, self.fidelity_top10_kept),
+            "cpu": detected if self.cpu_features is None else detected.with_flags(set(self.cpu_features)),
+        }

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from models.batching import batch_cost, padded_tokens, plan_batches, split_sorted
+from models.batching import DEFAULT_COST, PROBE_SHAPES, fit_cost_model, padded_tokens, plan_batches, split_sorted
 from models.encoder import pad_batch
 from tests.support.engine import encoder, fidelity_texts
 
@@ -60,7 +60,7 @@ def test_plan_batches_sorts_by_length_to_cut_padding():
 
 
 def plan_cost(lengths, batches):
-    return sum(batch_cost(len(b), max(lengths[i] for i in b)) for b in batches)
+    return sum(DEFAULT_COST.cost(len(b), max(lengths[i] for i in b)) for b in batches)
 
 
 def cheapest_by_brute_force(lengths, max_batch_size, max_batch_tokens):
@@ -71,7 +71,7 @@ def cheapest_by_brute_force(lengths, max_batch_size, max_batch_tokens):
         cuts = [0] + [i + 1 for i in range(len(widths) - 1) if mask >> i & 1] + [len(widths)]
         groups = [widths[a:b] for a, b in zip(cuts, cuts[1:])]
         if all(len(g) == 1 or (len(g) <= max_batch_size and len(g) * g[0] <= max_batch_tokens) for g in groups):
-            best = min(best, sum(batch_cost(len(g), g[0]) for g in groups))
+            best = min(best, sum(DEFAULT_COST.cost(len(g), g[0]) for g in groups))
     return best
 
 
@@ -105,3 +105,31 @@ def test_split_sorted_cuts_a_request_into_calls_within_budgets():
     for g in groups:
         assert len(g) <= 64
         assert len(g) == 1 or padded_tokens([lengths[i] for i in g]) <= 1024
+
+
+def test_a_backends_cost_model_is_recovered_from_timed_runs():
+    """seconds = a + b*rows*width + c*rows*width^2  ->  overhead a/b tokens, attention b/c."""
+    a, b, c = 1.2e-3, 2.0e-6, 2.0e-6 / 300
+    timings = [(r, w, a + b * r * w + c * r * w * w) for r, w in PROBE_SHAPES]
+    fitted = fit_cost_model(timings)
+    assert fitted.overhead_tokens == pytest.approx(600, rel=1e-3)
+    assert fitted.attention_tokens == pytest.approx(300, rel=1e-3)
+    # Planned with it, a backend with a big fixed cost a run takes fewer, wider runs.
+    rng = random.Random(3)
+    lengths = [rng.randint(4, 200) for _ in range(300)]
+    assert len(plan_batches(lengths, 64, 1 << 16, fitted)) < len(plan_batches(lengths, 64, 1 << 16, DEFAULT_COST))
+
+
+def test_timings_that_make_no_sense_keep_the_default_cost_model():
+    noisy = [(r, w, 0.05 - 1e-5 * r * w) for r, w in PROBE_SHAPES]  # longer runs measured faster
+    assert fit_cost_model(noisy) == DEFAULT_COST
+    assert fit_cost_model([(1, 8, 0.001)]) == DEFAULT_COST
+
+
+def test_the_encoder_plans_with_the_cost_model_measured_on_its_backend():
+    enc = encoder("all-MiniLM-L6-v2", "openvino-bf16")
+    measured = enc.measure_cost_model()
+    print(f"{enc.variant} ({enc.session.precision}): {measured}")
+    assert measured.overhead_tokens > 0 and measured.attention_tokens >= 32
+    texts = fidelity_texts()[:40]
+    np.testing.assert_allclose(enc.embed(texts), encoder("all-MiniLM-L6-v2", "openvino-fp32").embed(texts), atol=5e-3)

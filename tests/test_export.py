@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from models import cpu as cpuinfo
 from models.artifacts import MANIFEST_VERSION
 
 
@@ -45,10 +46,29 @@ def test_manifest_records_source_checksums_versions_and_fidelity(fresh_export):
     assert m["model_id"] == "sentence-transformers/all-MiniLM-L6-v2" and m["revision"]
     assert m["max_seq_length"] == 256 and m["opset"] >= 11
     assert {"onnxruntime", "optimum", "transformers"} <= set(m["versions"])
-    for name in ("fp32", "optimized"):
+    assert {"onnxruntime", "openvino"} <= set(m["versions"])
+    for name in ("fp32", "optimized", "openvino-fp32"):
         v = m["variants"][name]
-        assert len(v["sha256"]) == 64 and v["fidelity"]["min_cos"] >= 0.9999
+        assert len(v["sha256"]) == 64 and v["fidelity"]["min_cos"] >= 0.9999 and v["fidelity"]["top10_kept"] == 1.0
+    # OpenVINO reads model.onnx itself: no second file.
+    assert m["variants"]["openvino-bf16"]["file"] == m["variants"]["openvino-fp32"]["file"] == "model.onnx"
     assert len(m["int8_scales"]) == 384
+
+
+def test_every_variant_is_measured_on_long_texts_with_the_cpu_and_precision_that_ran(fresh_export):
+    m = json.loads((fresh_export[0] / "manifest.json").read_text())
+    here = cpuinfo.detect()
+    assert m["export_cpu"]["features"] == here.features
+    for name, v in m["variants"].items():
+        fid = v["fidelity"]
+        assert fid["texts"] == 300 and fid["long_texts"] >= 90, name  # a third of them fill the 256-token window
+        assert fid["measured_at"] == "export" and fid["cpu"]["features"] == here.features
+        assert 0 < fid["top10_kept"] <= 1 and fid["min_cos"] <= fid["mean_cos"] <= 1
+    bf16 = m["variants"]["openvino-bf16"]["fidelity"]
+    assert bf16["precision"] == ("bf16" if here.bf16 else "fp32")
+    assert bf16["min_cos"] >= 0.9999 and bf16["top10_kept"] >= 0.99
+    # The references the variants were measured against stay beside the graphs.
+    assert (fresh_export[0] / "fidelity_reference.npy").is_file() and (fresh_export[0] / "neighbour_reference.npy").is_file()
 
 
 def test_exported_tokenizer_truncates_at_the_model_max_length_without_fixed_padding(fresh_export):

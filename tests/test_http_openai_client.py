@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from openai import OpenAI
 
-from models.export import cosines
+from models.fidelity import cosines
 from tests.support.engine import fidelity_texts, reference_model
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from models.errors import ModelNotFound
-from models.session import resolve_providers
+from models.backends.onnxruntime import resolve_providers
 from models.specs import MINILM_L6_V2, MPNET_BASE_V2, resolve_model
 from tests.support.engine import encoder
 

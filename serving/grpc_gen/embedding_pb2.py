@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n serving/grpc_gen/embedding.proto\x12\rembedserve.v1\"\xf1\x01\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x36\n\x0f\x65ncoding_format\x18\x04 \x01(\x0e\x32\x1d.embedserve.v1.EncodingFormat\x12\x16\n\tnormalize\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12)\n\x08truncate\x18\x06 \x01(\x0e\x32\x17.embedserve.v1.Truncate\x12\x12\n\nchunk_size\x18\x07 \x01(\rB\r\n\x0b_dimensionsB\x0c\n\n_normalize\"=\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12\x11\n\tquantized\x18\x03 \x01(\x0c\"4\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\"k\n\rEmbedResponse\x12&\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x18.embedserve.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x14.embedserve.v1.Usage\"\x13\n\x11ListModelsRequest\".\n\tInt8Scale\x12\x12\n\ndimensions\x18\x01 \x01(\r\x12\r\n\x05scale\x18\x02 \x01(\x02\"3\n\rQualityFigure\x12\x0e\n\x06option\x18\x01 \x01(\t\x12\x12\n\ntop10_kept\x18\x02 \x01(\x01\"\x86\x02\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x04 \x01(\r\x12\x1d\n\x15matryoshka_dimensions\x18\x05 \x03(\r\x12\x16\n\x0ematryoshka_any\x18\x06 \x01(\x08\x12\x1a\n\x12matryoshka_trained\x18\x07 \x01(\x08\x12-\n\x0bint8_scales\x18\x08 \x03(\x0b\x32\x18.embedserve.v1.Int8Scale\x12-\n\x07quality\x18\t \x03(\x0b\x32\x1c.embedserve.v1.QualityFigure\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.embedserve.v1.ModelInfo*\xba\x01\n\x0e\x45ncodingFormat\x12\x1f\n\x1b\x45NCODING_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NCODING_FORMAT_FLOAT\x10\x01\x12\x18\n\x14\x45NCODING_FORMAT_INT8\x10\x02\x12\x19\n\x15\x45NCODING_FORMAT_UINT8\x10\x03\x12\x1a\n\x16\x45NCODING_FORMAT_BINARY\x10\x04\x12\x1b\n\x17\x45NCODING_FORMAT_UBINARY\x10\x05*]\n\x08Truncate\x12\x18\n\x14TRUNCATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cTRUNCATE_END\x10\x01\x12\x12\n\x0eTRUNCATE_START\x10\x02\x12\x11\n\rTRUNCATE_NONE\x10\x03\x32\xf5\x01\n\x10\x45mbeddingService\x12\x42\n\x05\x45mbed\x12\x1b.embedserve.v1.EmbedRequest\x1a\x1c.embedserve.v1.EmbedResponse\x12J\n\x0b\x45mbedStream\x12\x1b.embedserve.v1.EmbedRequest\x1a\x1c.embedserve.v1.EmbedResponse0\x01\x12Q\n\nListModels\x12 .embedserve.v1.ListModelsRequest\x1a!.embedserve.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n serving/grpc_gen/embedding.proto\x12\rembedserve.v1\"\xf1\x01\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x36\n\x0f\x65ncoding_format\x18\x04 \x01(\x0e\x32\x1d.embedserve.v1.EncodingFormat\x12\x16\n\tnormalize\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12)\n\x08truncate\x18\x06 \x01(\x0e\x32\x17.embedserve.v1.Truncate\x12\x12\n\nchunk_size\x18\x07 \x01(\rB\r\n\x0b_dimensionsB\x0c\n\n_normalize\"=\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12\x11\n\tquantized\x18\x03 \x01(\x0c\"4\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\r\"k\n\rEmbedResponse\x12&\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x18.embedserve.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x14.embedserve.v1.Usage\"\x13\n\x11ListModelsRequest\".\n\tInt8Scale\x12\x12\n\ndimensions\x18\x01 \x01(\r\x12\r\n\x05scale\x18\x02 \x01(\x02\"3\n\rQualityFigure\x12\x0e\n\x06option\x18\x01 \x01(\t\x12\x12\n\ntop10_kept\x18\x02 \x01(\x01\"\xdf\x02\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61liases\x18\x02 \x03(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x04 \x01(\r\x12\x1d\n\x15matryoshka_dimensions\x18\x05 \x03(\r\x12\x16\n\x0ematryoshka_any\x18\x06 \x01(\x08\x12\x1a\n\x12matryoshka_trained\x18\x07 \x01(\x08\x12-\n\x0bint8_scales\x18\x08 \x03(\x0b\x32\x18.embedserve.v1.Int8Scale\x12-\n\x07quality\x18\t \x03(\x0b\x32\x1c.embedserve.v1.QualityFigure\x12)\n\x06\x65ngine\x18\n \x01(\x0b\x32\x19.embedserve.v1.EngineInfo\x12,\n\x08variants\x18\x0b \x03(\x0b\x32\x1a.embedserve.v1.VariantInfo\"\x8c\x01\n\x08\x46idelity\x12\x0f\n\x07min_cos\x18\x01 \x01(\x01\x12\x10\n\x08mean_cos\x18\x02 \x01(\x01\x12\x12\n\ntop10_kept\x18\x03 \x01(\x01\x12\r\n\x05texts\x18\x04 \x01(\r\x12\x12\n\nlong_texts\x18\x05 \x01(\r\x12\x11\n\tprecision\x18\x06 \x01(\t\x12\x13\n\x0bmeasured_at\x18\x07 \x01(\t\"G\n\x07\x43puInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05\x63ores\x18\x02 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12\x0c\n\x04\x62\x66\x31\x36\x18\x04 \x01(\x08\"\xfe\x01\n\nEngineInfo\x12\x0f\n\x07variant\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61\x63kend_version\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x11\n\tprecision\x18\x05 \x01(\t\x12\x0f\n\x07threads\x18\x06 \x01(\r\x12\x0f\n\x07streams\x18\x07 \x01(\r\x12#\n\x03\x63pu\x18\x08 \x01(\x0b\x32\x16.embedserve.v1.CpuInfo\x12\x0e\n\x06\x63hoice\x18\t \x01(\t\x12.\n\x08\x66idelity\x18\n \x01(\x0b\x32\x17.embedserve.v1.FidelityH\x00\x88\x01\x01\x42\x0b\n\t_fidelity\"\x7f\n\x0bVariantInfo\x12\x0f\n\x07variant\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x11\n\tprecision\x18\x03 \x01(\t\x12.\n\x08\x66idelity\x18\x04 \x01(\x0b\x32\x17.embedserve.v1.FidelityH\x00\x88\x01\x01\x42\x0b\n\t_fidelity\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.embedserve.v1.ModelInfo*\xba\x01\n\x0e\x45ncodingFormat\x12\x1f\n\x1b\x45NCODING_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NCODING_FORMAT_FLOAT\x10\x01\x12\x18\n\x14\x45NCODING_FORMAT_INT8\x10\x02\x12\x19\n\x15\x45NCODING_FORMAT_UINT8\x10\x03\x12\x1a\n\x16\x45NCODING_FORMAT_BINARY\x10\x04\x12\x1b\n\x17\x45NCODING_FORMAT_UBINARY\x10\x05*]\n\x08Truncate\x12\x18\n\x14TRUNCATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cTRUNCATE_END\x10\x01\x12\x12\n\x0eTRUNCATE_START\x10\x02\x12\x11\n\rTRUNCATE_NONE\x10\x03\x32\xf5\x01\n\x10\x45mbeddingService\x12\x42\n\x05\x45mbed\x12\x1b.embedserve.v1.EmbedRequest\x1a\x1c.embedserve.v1.EmbedResponse\x12J\n\x0b\x45mbedStream\x12\x1b.embedserve.v1.EmbedRequest\x1a\x1c.embedserve.v1.EmbedResponse0\x01\x12Q\n\nListModels\x12 .embedserve.v1.ListModelsRequest\x1a!.embedserve.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'serving.grpc_gen.embedding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENCODINGFORMAT']._serialized_start=973
-  _globals['_ENCODINGFORMAT']._serialized_end=1159
-  _globals['_TRUNCATE']._serialized_start=1161
-  _globals['_TRUNCATE']._serialized_end=1254
+  _globals['_ENCODINGFORMAT']._serialized_start=1664
+  _globals['_ENCODINGFORMAT']._serialized_end=1850
+  _globals['_TRUNCATE']._serialized_start=1852
+  _globals['_TRUNCATE']._serialized_end=1945
   _globals['_EMBEDREQUEST']._serialized_start=52
   _globals['_EMBEDREQUEST']._serialized_end=293
   _globals['_EMBEDDING']._serialized_start=295
@@ -50,9 +50,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUALITYFIGURE']._serialized_start=590
   _globals['_QUALITYFIGURE']._serialized_end=641
   _globals['_MODELINFO']._serialized_start=644
-  _globals['_MODELINFO']._serialized_end=906
-  _globals['_LISTMODELSRESPONSE']._serialized_start=908
-  _globals['_LISTMODELSRESPONSE']._serialized_end=970
-  _globals['_EMBEDDINGSERVICE']._serialized_start=1257
-  _globals['_EMBEDDINGSERVICE']._serialized_end=1502
+  _globals['_MODELINFO']._serialized_end=995
+  _globals['_FIDELITY']._serialized_start=998
+  _globals['_FIDELITY']._serialized_end=1138
+  _globals['_CPUINFO']._serialized_start=1140
+  _globals['_CPUINFO']._serialized_end=1211
+  _globals['_ENGINEINFO']._serialized_start=1214
+  _globals['_ENGINEINFO']._serialized_end=1468
+  _globals['_VARIANTINFO']._serialized_start=1470
+  _globals['_VARIANTINFO']._serialized_end=1597
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1599
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1661
+  _globals['_EMBEDDINGSERVICE']._serialized_start=1948
+  _globals['_EMBEDDINGSERVICE']._serialized_end=2193
 # @@protoc_insertion_point(module_scope)

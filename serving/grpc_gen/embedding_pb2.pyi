@@ -100,7 +100,7 @@ class QualityFigure(_message.Message):
     def __init__(self, option: _Optional[str] = ..., top10_kept: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("id", "aliases", "dimension", "max_input_tokens", "matryoshka_dimensions", "matryoshka_any", "matryoshka_trained", "int8_scales", "quality")
+    __slots__ = ("id", "aliases", "dimension", "max_input_tokens", "matryoshka_dimensions", "matryoshka_any", "matryoshka_trained", "int8_scales", "quality", "engine", "variants")
     ID_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,8 @@ class ModelInfo(_message.Message):
     MATRYOSHKA_TRAINED_FIELD_NUMBER: _ClassVar[int]
     INT8_SCALES_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     dimension: int
@@ -119,7 +121,75 @@ class ModelInfo(_message.Message):
     matryoshka_trained: bool
     int8_scales: _containers.RepeatedCompositeFieldContainer[Int8Scale]
     quality: _containers.RepeatedCompositeFieldContainer[QualityFigure]
-    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., dimension: _Optional[int] = ..., max_input_tokens: _Optional[int] = ..., matryoshka_dimensions: _Optional[_Iterable[int]] = ..., matryoshka_any: _Optional[bool] = ..., matryoshka_trained: _Optional[bool] = ..., int8_scales: _Optional[_Iterable[_Union[Int8Scale, _Mapping]]] = ..., quality: _Optional[_Iterable[_Union[QualityFigure, _Mapping]]] = ...) -> None: ...
+    engine: EngineInfo
+    variants: _containers.RepeatedCompositeFieldContainer[VariantInfo]
+    def __init__(self, id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., dimension: _Optional[int] = ..., max_input_tokens: _Optional[int] = ..., matryoshka_dimensions: _Optional[_Iterable[int]] = ..., matryoshka_any: _Optional[bool] = ..., matryoshka_trained: _Optional[bool] = ..., int8_scales: _Optional[_Iterable[_Union[Int8Scale, _Mapping]]] = ..., quality: _Optional[_Iterable[_Union[QualityFigure, _Mapping]]] = ..., engine: _Optional[_Union[EngineInfo, _Mapping]] = ..., variants: _Optional[_Iterable[_Union[VariantInfo, _Mapping]]] = ...) -> None: ...
+
+class Fidelity(_message.Message):
+    __slots__ = ("min_cos", "mean_cos", "top10_kept", "texts", "long_texts", "precision", "measured_at")
+    MIN_COS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_COS_FIELD_NUMBER: _ClassVar[int]
+    TOP10_KEPT_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    LONG_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    min_cos: float
+    mean_cos: float
+    top10_kept: float
+    texts: int
+    long_texts: int
+    precision: str
+    measured_at: str
+    def __init__(self, min_cos: _Optional[float] = ..., mean_cos: _Optional[float] = ..., top10_kept: _Optional[float] = ..., texts: _Optional[int] = ..., long_texts: _Optional[int] = ..., precision: _Optional[str] = ..., measured_at: _Optional[str] = ...) -> None: ...
+
+class CpuInfo(_message.Message):
+    __slots__ = ("model", "cores", "features", "bf16")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CORES_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    BF16_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    cores: int
+    features: _containers.RepeatedScalarFieldContainer[str]
+    bf16: bool
+    def __init__(self, model: _Optional[str] = ..., cores: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., bf16: _Optional[bool] = ...) -> None: ...
+
+class EngineInfo(_message.Message):
+    __slots__ = ("variant", "backend", "backend_version", "device", "precision", "threads", "streams", "cpu", "choice", "fidelity")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
+    FIDELITY_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    backend: str
+    backend_version: str
+    device: str
+    precision: str
+    threads: int
+    streams: int
+    cpu: CpuInfo
+    choice: str
+    fidelity: Fidelity
+    def __init__(self, variant: _Optional[str] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., threads: _Optional[int] = ..., streams: _Optional[int] = ..., cpu: _Optional[_Union[CpuInfo, _Mapping]] = ..., choice: _Optional[str] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ...) -> None: ...
+
+class VariantInfo(_message.Message):
+    __slots__ = ("variant", "backend", "precision", "fidelity")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    FIDELITY_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    backend: str
+    precision: str
+    fidelity: Fidelity
+    def __init__(self, variant: _Optional[str] = ..., backend: _Optional[str] = ..., precision: _Optional[str] = ..., fidelity: _Optional[_Union[Fidelity, _Mapping]] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

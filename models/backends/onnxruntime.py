@@ -1,5 +1,6 @@
-"""The one ONNX Runtime session factory: providers checked against what is installed,
-threads and graph optimization set once, and only the inputs the graph declares fed."""
+"""ONNX Runtime: providers checked against what is installed, threads and graph optimization set
+once, and only the inputs the graph declares fed. The runtime for CUDA / TensorRT, for exact fp32
+on request and the fallback wherever OpenVINO is not installed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from models.backends import Batch, Reduce, feed
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,11 @@ def resolve_providers(requested: list[str] | tuple[str, ...] | str = "auto") -> 
     return chosen
 
 
+def gpu_available(requested: list[str] | str = "auto") -> bool:
+    """Whether these providers put the encoder on a GPU."""
+    return resolve_providers(requested)[0] != "CPUExecutionProvider"
+
+
 def create_session(
     path: Path,
     providers: list[str] | str = "auto",
@@ -66,18 +74,31 @@ def create_session(
     return session
 
 
-class EncoderSession:
-    """Runs an exported encoder graph on padded id batches; returns the token states."""
+class OrtSession:
+    """One onnxruntime.InferenceSession behind the engine's session contract."""
 
-    def __init__(self, session: ort.InferenceSession):
-        self.session = session
-        self.input_names = {i.name for i in session.get_inputs()}
-        self.output_name = session.get_outputs()[0].name
-        self.providers = session.get_providers()
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, providers: list[str] | str = "auto", threads: int = 0, precision: str = "fp32"):
+        self.session = create_session(path, providers, threads)
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.output_name = self.session.get_outputs()[0].name
+        self.providers = self.session.get_providers()
+        self.precision = precision  # fp32 graphs run fp32; the int8 graph carries int8 weights
+        self.threads = threads
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = np.zeros_like(input_ids)
-        feed = {k: v for k, v in feed.items() if k in self.input_names}
-        return self.session.run([self.output_name], feed)[0]
+        return self.session.run([self.output_name], feed(self.input_names, input_ids, attention_mask))[0]
+
+    def run_reduced(self, batches: list[Batch], reduce: Reduce) -> list[np.ndarray]:
+        return [reduce(self.run(ids, mask), mask) for ids, mask in batches]
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.backend,
+            "version": ort.__version__,
+            "device": "GPU" if self.providers[0] != "CPUExecutionProvider" else "CPU",
+            "providers": list(self.providers),
+            "precision": self.precision,
+            "threads": self.session.get_session_options().intra_op_num_threads,
+        }

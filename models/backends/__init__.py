@@ -1,0 +1,71 @@
+"""The one seam between the engine and the inference runtimes.
+
+A session runs an exported encoder graph on padded id batches and hands back token states. Each
+runtime is one module with one class behind the same small contract (`Session`); `open_session`
+is the one place that picks the class for a variant. Nothing above this package knows which
+runtime is underneath.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from models.variants import Variant
+
+# (token states (b, t, d), attention mask (b, t)) -> one row per text, e.g. pooled vectors.
+Reduce = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Batch = tuple[np.ndarray, np.ndarray]  # (input_ids, attention_mask), int64, right-padded
+
+
+class Session(Protocol):
+    backend: str
+    precision: str  # the precision that actually runs (read back from the runtime)
+    input_names: set[str]
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Token states of one batch (an array the caller owns)."""
+
+    def run_reduced(self, batches: list[Batch], reduce: Reduce) -> list[np.ndarray]:
+        """`reduce` applied to each batch's token states while they are still in the runtime's
+        buffers (no copy of the states); results in the order of `batches`. A runtime with
+        several streams runs batches side by side."""
+
+    def describe(self) -> dict:
+        """Backend, version, device, precision, threads: what /v1/models reports."""
+
+
+def feed(input_names: set[str], input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Only the inputs the graph declares (BERT has token_type_ids, MPNet has none)."""
+    out = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "token_type_ids" in input_names:
+        out["token_type_ids"] = np.zeros_like(input_ids)
+    return {k: v for k, v in out.items() if k in input_names}
+
+
+def available_backends() -> tuple[str, ...]:
+    """The runtimes importable here (ONNX Runtime always is; OpenVINO is a dependency too, but a
+    GPU image may leave it out)."""
+    out = ["onnxruntime"]
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        out.append("openvino")
+    return tuple(out)
+
+
+def open_session(
+    path: Path, variant: Variant, *, providers: list[str] | str = "auto", threads: int = 0, streams: int = 1
+) -> Session:
+    """The session for `variant`'s graph at `path`: the one place a runtime is chosen."""
+    if variant.backend == "openvino":
+        from models.backends.openvino import OpenVinoSession
+
+        return OpenVinoSession(path, variant.precision, threads=threads, streams=streams)
+    from models.backends.onnxruntime import OrtSession
+
+    return OrtSession(path, providers=providers, threads=threads, precision=variant.precision)

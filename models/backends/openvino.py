@@ -1,0 +1,100 @@
+"""OpenVINO reading the exported model.onnx itself (no second artifact): f32, or bf16 on CPUs with
+bf16 matrix units (AMX, AVX512-BF16). Picked over ONNX Runtime's OpenVINO execution provider by
+measurement (BENCHMARKS.md, "Choosing the backend"): faster, lets the engine run several streams,
+and installs beside onnxruntime instead of replacing it."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from models.backends import Batch, Reduce, feed
+
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+# OpenVINO's element type names -> the engine's precision names.
+PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+@functools.lru_cache(maxsize=1)
+def core() -> ov.Core:
+    """One OpenVINO Core per process (it owns the plugins and their thread pools)."""
+    return ov.Core()
+
+
+class OpenVinoSession:
+    backend = "openvino"
+
+    def __init__(self, path: Path, precision: str = "fp32", threads: int = 0, streams: int = 1):
+        if precision not in PRECISION_HINTS:
+            raise ValueError(f"OpenVINO runs fp32 or bf16 here, not {precision}")
+        config = {
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": str(max(1, streams)),
+        }
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = str(threads)
+        model = core().read_model(str(path))
+        self.compiled = core().compile_model(model, "CPU", config)
+        self.input_names = {p.get_any_name() for p in self.compiled.inputs}
+        # What runs, read back: a CPU without bf16 units runs a bf16 hint at f32.
+        ran = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.precision = PRECISION_NAMES.get(ran, ran)
+        self.requested_precision = precision
+        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        self._request = self.compiled.create_infer_request()
+        self._queue = ov.AsyncInferQueue(self.compiled, self.streams) if self.streams > 1 else None
+        # Infer requests are not thread-safe; a health check may call in beside the batcher.
+        self._lock = threading.Lock()
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with self._lock:
+            out = self._request.infer(feed(self.input_names, input_ids, attention_mask), share_inputs=True)
+            return out[0]  # share_outputs=False (the default): a copy the caller owns
+
+    def run_reduced(self, batches: list[Batch], reduce: Reduce) -> list[np.ndarray]:
+        with self._lock:
+            if self._queue is None or len(batches) == 1:
+                results = []
+                for ids, mask in batches:
+                    self._request.infer(feed(self.input_names, ids, mask), share_inputs=True)
+                    results.append(reduce(self._request.get_output_tensor(0).data, mask))
+                return results
+            return self._run_streams(batches, reduce)
+
+    def _run_streams(self, batches: list[Batch], reduce: Reduce) -> list[np.ndarray]:
+        """Batches side by side on the streams; each result reduced in the request's callback
+        while its states are still in the request's buffer."""
+        results: list[np.ndarray | None] = [None] * len(batches)
+        errors: list[BaseException] = []
+
+        def done(request: ov.InferRequest, k: int) -> None:
+            try:
+                results[k] = reduce(request.get_output_tensor(0).data, batches[k][1])
+            except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread below)
+                errors.append(exc)
+
+        self._queue.set_callback(done)
+        feeds = [feed(self.input_names, ids, mask) for ids, mask in batches]  # alive until all are done
+        for k, inputs in enumerate(feeds):
+            self._queue.start_async(inputs, k, share_inputs=True)
+        self._queue.wait_all()
+        if errors:
+            raise errors[0]
+        return results  # type: ignore[return-value]
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.backend,
+            "version": ov.__version__.split("-")[0],
+            "device": "CPU",
+            "precision": self.precision,
+            "requested_precision": self.requested_precision,
+            "threads": self.threads,
+            "streams": self.streams,
+        }
