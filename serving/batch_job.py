@@ -21,13 +21,14 @@ manifest last. A rerun verifies the manifests and redoes only the shards without
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import hashlib
 import json
 import logging
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,9 @@ SHARD_BOUNDS = {"texts": (256, 4096), "openai": (8, 128)}
 TOKENIZE_CHUNK = 256
 # Settings fields that are flags of `embedserve batch` (the engine, and where Ray is).
 ENGINE_SETTINGS = (
-    "artifact_dir", "variant", "providers", "intra_op_threads", "max_batch_size", "max_batch_tokens",
-    "encoder_num_cpus", "encoder_num_gpus", "max_inputs", "max_payload_bytes", "ray_address", "object_store_mb",
+    "artifact_dir", "variant", "fidelity_min_cos", "fidelity_top10_kept", "cpu_features", "openvino_streams",
+    "providers", "intra_op_threads", "max_batch_size", "max_batch_tokens", "encoder_num_cpus", "encoder_num_gpus",
+    "max_inputs", "max_payload_bytes", "ray_address", "object_store_mb",
 )
 
 
@@ -144,7 +146,7 @@ class Job:
     layout: Layout
     fingerprint: str
     model: str
-    checksum: str
+    export: str  # export_identity() of the model's artifacts
     columns: Columns
     shards: tuple[Shard, ...]
     options: dict  # dimensions, encoding_format, truncate (text inputs)
@@ -154,7 +156,7 @@ class Job:
         """The job as plain data for the actors' constructor."""
         return {
             "kind": self.kind, "output": str(self.layout.root), "fingerprint": self.fingerprint,
-            "model": self.model, "checksum": self.checksum, "columns": asdict(self.columns),
+            "model": self.model, "export": self.export, "columns": asdict(self.columns),
             "options": self.options, "settings": self.settings,
         }
 
@@ -168,7 +170,7 @@ def prepare(opts: BatchOptions, s: Settings) -> Job:
     fmt = batch_io.detect_format(files, opts.input_format)
     kind = "openai" if fmt == "openai" else "texts"
     spec = resolve_model(opts.model)
-    checksum = ModelArtifacts.load(s.artifact_dir, spec).checksum(s.variant)
+    export = export_identity(ModelArtifacts.load(s.artifact_dir, spec))
     if kind == "texts":
         options = {"dimensions": opts.dimensions, "encoding_format": opts.encoding_format, "truncate": opts.truncate}
         output_options(spec, options)  # refuse bad options before any work
@@ -181,7 +183,7 @@ def prepare(opts: BatchOptions, s: Settings) -> Job:
     identity = {
         "version": JOB_VERSION, "kind": kind, "format": fmt,
         "inputs": [{"path": str(f), "size": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns} for f in files],
-        "model": spec.id, "variant": s.variant, "checksum": checksum, "options": options,
+        "model": spec.id, "variant": s.variant, "export": export, "options": options,
         "text_column": opts.text_column, "id_column": opts.id_column, "shard_rows": opts.shard_rows,
     }
     fingerprint = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
@@ -209,7 +211,7 @@ def prepare(opts: BatchOptions, s: Settings) -> Job:
         batch_io.atomic_write(layout.job_file, orjson.dumps(record, option=orjson.OPT_INDENT_2))
     settings = s.model_dump(mode="json", include=set(ENGINE_SETTINGS))
     settings["models"] = [spec.id]
-    return Job(kind, layout, fingerprint, spec.id, checksum, columns, tuple(shards), options, settings)
+    return Job(kind, layout, fingerprint, spec.id, export, columns, tuple(shards), options, settings)
 
 
 def read_job_file(layout: Layout) -> dict | None:
@@ -242,19 +244,21 @@ def verified(job: Job, shard: Shard) -> dict | None:
 # ---- the engine, as the service builds and runs it ---------------------------------------
 
 
+def export_identity(artifacts: ModelArtifacts) -> str:
+    """The export a job's vectors come from: every variant's file checksum and the tokenizer's.
+    (Which variant runs is the engine's choice on each node, recorded in each shard's manifest.)"""
+    m = artifacts.manifest
+    held = {"variants": {k: v.get("sha256") for k, v in m["variants"].items()}, "tokenizer": m.get("tokenizer_sha256")}
+    return hashlib.sha256(orjson.dumps(held, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 def build_encoder(spec: ModelSpec, s: Settings) -> Encoder:
-    """The engine as serving/app.py's LocalEncoder builds it, from the same Settings. ONNX
-    Runtime threads default to the actor's CPUs (not every core: the pool fills the cores)."""
-    threads = s.intra_op_threads or (0 if s.encoder_num_gpus else max(1, int(s.encoder_num_cpus)))
-    return Encoder(
-        spec,
-        ModelArtifacts.load(s.artifact_dir, spec),
-        variant=s.variant,
-        providers=s.providers,
-        intra_op_threads=threads,
-        max_batch_size=s.max_batch_size,
-        max_batch_tokens=s.max_batch_tokens,
-    )
+    """The engine as serving/app.py's LocalEncoder builds it, from the same Settings. Inference
+    threads default to the actor's CPUs (not every core: the pool fills the cores)."""
+    options = s.encoder_options()
+    if not s.intra_op_threads and not s.encoder_num_gpus:
+        options["intra_op_threads"] = max(1, int(s.encoder_num_cpus))
+    return Encoder(spec, ModelArtifacts.load(s.artifact_dir, spec), **options)
 
 
 def encode_sorted(encoder: Encoder, seqs: list[np.ndarray], tick=lambda n: None) -> np.ndarray:
@@ -293,10 +297,11 @@ class ShardWorker:
         s = Settings(**job["settings"])
         self.spec = resolve_model(job["model"])
         self.encoder = build_encoder(self.spec, s)
-        if self.encoder.checksum != job["checksum"]:
+        here = export_identity(self.encoder.artifacts)
+        if here != job["export"]:
             raise RuntimeError(
-                f"the {self.spec.id} artifacts on this node ({self.encoder.checksum[:12]}) are not the ones "
-                f"the job was planned with ({job['checksum'][:12]}): every node needs the same export"
+                f"the {self.spec.id} export on this node ({here[:12]}) is not the one the job was planned "
+                f"with ({job['export'][:12]}): every node needs the same export"
             )
         c = job["columns"]
         self.columns = Columns(c["text"], c["id"], tuple(c["csv_header"]) if c["csv_header"] else None)
@@ -317,6 +322,7 @@ class ShardWorker:
             manifest = self.run_texts(shard) if self.job["kind"] == "texts" else self.run_openai(shard)
             manifest["seconds"] = round(time.perf_counter() - t0, 3)
             manifest["node_id"] = self.node_id
+            manifest["engine"] = {"variant": self.encoder.variant, "sha256": self.encoder.checksum}
             batch_io.atomic_write(self.layout.manifest(shard), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
             manifests.append(orjson.dumps(manifest).decode())
         return {"manifest": np.array(manifests, dtype=object)}
@@ -434,6 +440,7 @@ class Summary:
     wall_s: float  # this run, all of it: planning or verifying, Ray's start, the shards, the final files
     ray_start_s: float = 0.0  # starting a local Ray (0 when joining one)
     shards_s: float = 0.0  # the Ray Data run: actors starting, then reading, embedding and writing shards
+    variants: dict = field(default_factory=dict)  # shards each engine variant embedded (`auto` picks per node)
 
     @property
     def texts_per_s(self) -> float:
@@ -448,7 +455,8 @@ class Summary:
                 f"{self.rows_in:,} requests in, {self.ok:,} answered ({self.texts:,} vectors), {self.errors:,} errors")
         resumed = f"; {self.shards_resumed} of {self.shards} shards verified from an earlier run" if self.shards_resumed else ""
         ray = f" ({self.ray_start_s:.1f} s of it starting Ray)" if self.ray_start_s >= 0.1 else ""
-        return (f"embedserve batch: {what}, {self.tokens:,} tokens\n"
+        engines = ", ".join(f"{v} ({n} shards)" if len(self.variants) > 1 else v for v, n in self.variants.items())
+        return (f"embedserve batch: {what}, {self.tokens:,} tokens; variant {engines}\n"
                 f"  this run: {self.texts_this_run:,} texts in {self.wall_s:.1f} s{ray}, {self.texts_per_s:,.1f} texts/s{resumed}\n"
                 f"  output: {self.output}")
 
@@ -570,6 +578,7 @@ def finish(job: Job, manifests: dict, resumed: int, texts_before: int, wall_s: f
         output=str(lay.root), kind=job.kind, rows_in=total("rows"), ok=total("ok"), errors=total("errors"),
         texts=total("texts"), tokens=total("tokens"), shards=len(ordered), shards_resumed=resumed,
         texts_this_run=total("texts") - texts_before, wall_s=round(wall_s, 3), **timings,
+        variants=dict(Counter(m["engine"]["variant"] for m in ordered)),
     )
     if summary.rows_in != summary.ok + summary.errors or summary.rows_in != sum(sh.rows for sh in job.shards):
         raise RuntimeError(f"rows do not add up: {summary}")  # a bug, never a bad row
