@@ -438,7 +438,8 @@ class Summary:
     shards_resumed: int  # verified from an earlier run, not redone
     texts_this_run: int
     wall_s: float  # this run, all of it: planning or verifying, Ray's start, the shards, the final files
-    ray_start_s: float = 0.0  # starting a local Ray (0 when joining one)
+    ray_start_s: float = 0.0  # starting a local Ray (about 0 when joining one)
+    ray_stop_s: float = 0.0  # stopping the local Ray this run started
     shards_s: float = 0.0  # the Ray Data run: actors starting, then reading, embedding and writing shards
     variants: dict = field(default_factory=dict)  # shards each engine variant embedded (`auto` picks per node)
 
@@ -546,7 +547,9 @@ def run_on_ray(job: Job, pending: list[Shard], done: dict, opts: BatchOptions, s
         return manifests
     finally:
         if started:
+            t0 = time.perf_counter()
             ray.shutdown()
+            timings["ray_stop_s"] = round(time.perf_counter() - t0, 3)
 
 
 def pool_size(requested: int | None, s: Settings, pending: int) -> int:
