@@ -13,7 +13,7 @@ The input is cut into shards (fixed ranges of records), planned once. Ray Data r
 through `map_batches` on an actor pool sized to the cluster; each actor holds one engine
 (models.encoder.Encoder, built from the service's Settings) and, for each shard, reads its
 records, tokenizes them, embeds them longest first in rounds the size of the service's
-batching rounds (each planned into ONNX Runtime runs by the engine's cost model),
+batching rounds (each planned into runs of the engine by its cost model),
 post-processes them (models.postprocess) and writes the shard's files atomically, its
 manifest last. A rerun verifies the manifests and redoes only the shards without one.
 """
@@ -21,13 +21,13 @@ manifest last. A rerun verifies the manifests and redoes only the shards without
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 import hashlib
 import json
 import logging
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,8 +45,6 @@ from serving import batch_io, batch_openai
 from serving.batch_io import Columns, InputError, Problem, Shard
 from serving.pipeline import EmbedJob, ModelRuntime
 from serving.settings import Settings
-
-log = logging.getLogger(__name__)
 
 JOB_VERSION = 1
 # Records a shard when --shard-rows is not given: about 1/64 of the input, a multiple of the
@@ -264,7 +262,7 @@ def build_encoder(spec: ModelSpec, s: Settings) -> Encoder:
 def encode_sorted(encoder: Encoder, seqs: list[np.ndarray], tick=lambda n: None) -> np.ndarray:
     """Pooled full-dimension vectors, in input order. Longest first, cut into rounds of the
     service's size (RUNS_PER_ROUND runs' worth of tokens); the engine plans each round into
-    ONNX Runtime runs at the least modelled cost (Encoder.encode_ids)."""
+    runs at the least modelled cost (Encoder.encode_ids)."""
     out = np.empty((len(seqs), encoder.spec.dimension), dtype=np.float32)
     rounds = split_sorted([len(s) for s in seqs], RUNS_PER_ROUND * encoder.max_batch_size,
                           round_tokens(encoder.max_batch_tokens))
@@ -581,7 +579,7 @@ def finish(job: Job, manifests: dict, resumed: int, texts_before: int, wall_s: f
         output=str(lay.root), kind=job.kind, rows_in=total("rows"), ok=total("ok"), errors=total("errors"),
         texts=total("texts"), tokens=total("tokens"), shards=len(ordered), shards_resumed=resumed,
         texts_this_run=total("texts") - texts_before, wall_s=round(wall_s, 3), **timings,
-        variants=dict(Counter(m["engine"]["variant"] for m in ordered)),
+        variants=dict(Counter(m.get("engine", {}).get("variant", "unknown") for m in ordered)),
     )
     if summary.rows_in != summary.ok + summary.errors or summary.rows_in != sum(sh.rows for sh in job.shards):
         raise RuntimeError(f"rows do not add up: {summary}")  # a bug, never a bad row
