@@ -40,16 +40,17 @@ def wait_for(cond, timeout_s: float, what: str):
     raise TimeoutError(what)
 
 
-def settled_manifests(out, quiet_s: float = 3.0) -> list[dict]:
-    """The manifests once no new one has appeared for `quiet_s` (a killed driver's actor may
-    finish the shard it holds before Ray reaps it)."""
+def settled_manifests(out) -> list[dict]:
+    """The manifests once none has appeared for twice the longest a shard took (a killed
+    driver's actor may finish the shard it holds before Ray reaps it)."""
     seen, since = None, time.monotonic()
-    while time.monotonic() - since < quiet_s:
-        now = [m["shard"] for m in manifests(out)]
-        if now != seen:
-            seen, since = now, time.monotonic()
+    while True:
+        now = manifests(out)
+        if [m["shard"] for m in now] != seen:
+            seen, since = [m["shard"] for m in now], time.monotonic()
+        if time.monotonic() - since > max(3.0, 2 * max(m["seconds"] for m in now)):
+            return now
         time.sleep(0.2)
-    return manifests(out)
 
 
 def test_a_killed_job_resumes_with_every_id_exactly_once(ray_serve, corpus, tmp_path):
