@@ -77,14 +77,17 @@ def detect_format(files: list[Path], requested: str = "auto") -> str:
     return fmt
 
 
-def first_json_record(path: Path) -> object:
+def first_json_record(path: Path, look: int = 100) -> object:
+    """The first line of the first `look` that parses as JSON (a bad first line is a bad record,
+    not a reason to misread the format)."""
     with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    return json.loads(line)
-                except ValueError:
-                    return None
+        for n, line in enumerate(f):
+            if n == look:
+                break
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
     return None
 
 

@@ -36,7 +36,7 @@ def service_answer(service, texts: list[str], **options) -> list:
 
 def test_float_vectors_and_token_counts_equal_the_services(service, corpus, tmp_path):
     path, ids, texts = corpus
-    summary = run_in_process(path, tmp_path / "out", shard_rows=32)
+    summary = run_in_process(path, tmp_path / "out", shard_rows=32, workers=2)
 
     got_ids, vectors, tokens = read_vectors(tmp_path / "out")
     assert got_ids == ids  # every row once, in input order

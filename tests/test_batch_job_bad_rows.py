@@ -51,7 +51,7 @@ def test_every_bad_jsonl_record_is_an_error_row_with_its_reason(ray_serve, tmp_p
         {"id": "g1", "text": "another good text"},
     ]
     path = write_jsonl(tmp_path / "in.jsonl", records)
-    summary = run_in_process(path, tmp_path / "out", workers=1, shard_rows=5, truncate="none")
+    summary = run_in_process(path, tmp_path / "out", shard_rows=5, truncate="none")
 
     expected = {  # line -> (id, code, words of the message)
         2: ("missing", "missing_text", "no 'text'"),
@@ -92,7 +92,7 @@ def test_bad_csv_records_are_error_rows(ray_serve, tmp_path):
         b'c5,bytes \xff\xfe that are not UTF-8\n'
         b'c6,plain text\n'
     )
-    summary = run_in_process(path, tmp_path / "out", workers=1, shard_rows=3)
+    summary = run_in_process(path, tmp_path / "out", shard_rows=3)
 
     errors = errors_by(tmp_path / "out", "row")
     assert {row: (e["id"], e["code"]) for row, e in errors.items()} == {
@@ -111,7 +111,7 @@ def test_bad_parquet_rows_and_a_text_column_of_numbers_are_error_rows(ray_serve,
     pq.write_table(pa.table({"id": ["p0", "p1", None, "p3", "p4"], "text": ["ok", None, "no id", "", "fine"]}),
                    folder / "a.parquet")
     pq.write_table(pa.table({"id": ["n0", "n1"], "text": pa.array([1, 2], pa.int64())}), folder / "b.parquet")
-    summary = run_in_process(folder, tmp_path / "out", workers=1, shard_rows=4)
+    summary = run_in_process(folder, tmp_path / "out", shard_rows=4)
 
     errors = read_jsonl_lines(tmp_path / "out" / "errors.jsonl")
     assert [(e["file"].rsplit("/", 1)[-1], e["row"], e["id"], e["code"]) for e in errors] == [
@@ -129,7 +129,7 @@ def test_without_an_id_column_rows_are_keyed_by_their_row_number_across_files(ra
     folder.mkdir()
     write_jsonl(folder / "a.jsonl", [{"text": "first"}, {"text": ""}, {"text": "third"}])
     write_jsonl(folder / "b.jsonl", [{"text": "fourth"}, "{oops", {"text": "sixth"}])
-    summary = run_in_process(str(folder / "*.jsonl"), tmp_path / "out", workers=1, shard_rows=2)
+    summary = run_in_process(str(folder / "*.jsonl"), tmp_path / "out", shard_rows=2)
 
     errors = read_jsonl_lines(tmp_path / "out" / "errors.jsonl")
     assert [(e["id"], e["file"].rsplit("/", 1)[-1], e["line"], e["code"]) for e in errors] == [

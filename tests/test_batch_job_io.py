@@ -78,6 +78,8 @@ def test_inputs_that_cannot_be_planned_are_refused_before_any_work(tmp_path):
         batch_io.detect_format([tmp_path / "a.parquet", tmp_path / "b.csv"])
     (tmp_path / "c.jsonl").write_text(json.dumps({"custom_id": "1", "method": "POST"}) + "\n")
     assert batch_io.detect_format([tmp_path / "c.jsonl"]) == "openai"
+    (tmp_path / "d.jsonl").write_text("a broken first line\n" + json.dumps({"custom_id": "1"}) + "\n")
+    assert batch_io.detect_format([tmp_path / "d.jsonl"]) == "openai"  # a bad line is a bad record
 
 
 def test_the_cli_refuses_what_it_cannot_run_with_a_message_and_exit_2(tmp_path, capsys):

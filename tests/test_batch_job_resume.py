@@ -101,14 +101,14 @@ def test_a_finished_job_run_again_does_nothing(ray_serve, tmp_path):
 def test_an_output_of_another_job_is_refused_unless_overwritten(ray_serve, tmp_path):
     path = write_parquet(tmp_path / "in.parquet", ["a", "b"], corpus_texts(2))
     out = tmp_path / "out"
-    run_in_process(path, out, workers=1)
+    run_in_process(path, out)
     with pytest.raises(JobConflict, match="differs in: options"):
-        run_in_process(path, out, workers=1, dimensions=128)
+        run_in_process(path, out, dimensions=128)
     write_parquet(path, ["a", "b", "c"], corpus_texts(3))  # the input changed since
     with pytest.raises(JobConflict, match="differs in: inputs"):
-        run_in_process(path, out, workers=1)
+        run_in_process(path, out)
 
-    summary = run_in_process(path, out, workers=1, dimensions=128, overwrite=True)
+    summary = run_in_process(path, out, dimensions=128, overwrite=True)
     assert (summary.rows_in, summary.ok) == (3, 3)
     assert read_vectors(out)[1].shape == (3, 128)
 
@@ -116,4 +116,4 @@ def test_an_output_of_another_job_is_refused_unless_overwritten(ray_serve, tmp_p
     foreign.mkdir()
     (foreign / "notes.txt").write_text("not a job")
     with pytest.raises(JobConflict, match="not empty"):
-        run_in_process(path, foreign, workers=1)
+        run_in_process(path, foreign)

@@ -47,8 +47,9 @@ def settings(**overrides) -> Settings:
     return Settings(artifact_dir=artifact_dir(), **overrides)
 
 
-def run_in_process(input: Path | str, output: Path, workers: int = 2, s: Settings | None = None, **kw) -> Summary:
-    """The job on the Ray this test process is connected to (the `ray_serve` fixture's)."""
+def run_in_process(input: Path | str, output: Path, workers: int = 1, s: Settings | None = None, **kw) -> Summary:
+    """The job on the Ray this test process is connected to (the `ray_serve` fixture's); one
+    actor unless asked (each loads and calibrates the engine)."""
     opts = BatchOptions(input=str(input), output=output, model=kw.pop("model", MODEL), workers=workers,
                         progress=False, **kw)
     return run_batch(opts, s or settings())
