@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 TEST_ARTIFACTS := $(CURDIR)/.artifacts
 TEST_MODELS := all-MiniLM-L6-v2 all-mpnet-base-v2
 
-.PHONY: help install serve test export bench bench-quick profile soak redis-server tools proto openapi clean
+.PHONY: help install serve test export bench bench-batch bench-quick profile soak redis-server tools proto openapi clean
 
 help:
 	@echo "make serve   install, export the default model if missing, serve HTTP :8000 and gRPC :9000"
@@ -58,9 +58,17 @@ test: install redis-server export tools
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m pytest -p no:cacheprovider
 
 # Benchmarks run on the same exported artifacts as the tests; BENCH_ARGS e.g. "--runs 5".
+# The bulk job's section (loadtest.batch_bench) is appended to BENCHMARKS.md.
 bench: install export
 	$(PIP) install -q $(PIP_FLAGS) -e '.[export,test,bench]'
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.batch_bench $(BATCH_BENCH_ARGS) \
+	  --markdown loadtest/results/batch-bench.md
+	{ echo; cat loadtest/results/batch-bench.md; } >> BENCHMARKS.md
+
+# The bulk job alone: 20,000 texts Parquet -> Parquet against the raw ceiling, memory at 20k and 200k.
+bench-batch: install export
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.batch_bench $(BATCH_BENCH_ARGS)
 
 bench-quick: install export
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.bench --quick
