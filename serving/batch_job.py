@@ -39,11 +39,12 @@ from models.batching import RUNS_PER_ROUND, round_tokens, split_sorted
 from models.encoder import Encoder
 from models.errors import EmbedError, InputTooLong
 from models.postprocess import OutputOptions, parse_format, postprocess, validate_options
+from models.prompts import resolve_prompt
 from models.specs import ModelSpec, resolve_model
 from models.tokenizer import Truncate
 from serving import batch_io, batch_openai
 from serving.batch_io import Columns, InputError, Problem, Shard
-from serving.pipeline import EmbedJob, ModelRuntime
+from serving.pipeline import EmbedJob, ModelRuntime, pool_units
 from serving.settings import Settings
 
 JOB_VERSION = 1
@@ -57,6 +58,7 @@ ENGINE_SETTINGS = (
     "artifact_dir", "variant", "fidelity_min_cos", "fidelity_top10_kept", "cpu_features", "openvino_streams",
     "providers", "intra_op_threads", "max_batch_size", "max_batch_tokens", "encoder_num_cpus", "encoder_num_gpus",
     "max_inputs", "max_payload_bytes", "ray_address", "object_store_mb",
+    "prompts", "window_overlap_tokens", "max_windows_per_text",
 )
 
 
@@ -74,6 +76,7 @@ class BatchOptions:
     dimensions: int | None = None
     encoding_format: str = "float"
     truncate: str = "end"
+    input_type: str | None = None  # picks the model's prompt, as on the APIs
     input_format: str = "auto"
     shard_rows: int | None = None
     workers: int | None = None  # None: as many as the cluster's free CPUs (or GPUs) allow
@@ -170,11 +173,13 @@ def prepare(opts: BatchOptions, s: Settings) -> Job:
     spec = resolve_model(opts.model)
     export = export_identity(ModelArtifacts.load(s.artifact_dir, spec))
     if kind == "texts":
-        options = {"dimensions": opts.dimensions, "encoding_format": opts.encoding_format, "truncate": opts.truncate}
+        options = {"dimensions": opts.dimensions, "encoding_format": opts.encoding_format, "truncate": opts.truncate,
+                   "input_type": opts.input_type}
         output_options(spec, options)  # refuse bad options before any work
+        resolve_prompt(runtime_for(spec, s).prompts, opts.input_type)
     else:
         given = [f for f, v in (("--dimensions", opts.dimensions), ("--encoding-format", opts.encoding_format != "float"),
-                                ("--truncate", opts.truncate != "end")) if v]
+                                ("--truncate", opts.truncate != "end"), ("--input-type", opts.input_type)) if v]
         if given:
             raise InputError(f"{', '.join(given)}: an OpenAI batch file carries its options in each request's body")
         options = {}
@@ -259,6 +264,12 @@ def build_encoder(spec: ModelSpec, s: Settings) -> Encoder:
     return Encoder(spec, ModelArtifacts.load(s.artifact_dir, spec), **options)
 
 
+def runtime_for(spec: ModelSpec, s: Settings, variant: str = "") -> ModelRuntime:
+    """The model's runtime as the service holds it: tokenizer, prompts, long-text windows."""
+    return ModelRuntime.load(spec, ModelArtifacts.load(s.artifact_dir, spec), variant, prompts=s.prompts_for(spec),
+                             window_overlap=s.window_overlap_tokens, max_windows=s.max_windows_per_text)
+
+
 def encode_sorted(encoder: Encoder, seqs: list[np.ndarray], tick=lambda n: None) -> np.ndarray:
     """Pooled full-dimension vectors, in input order. Longest first, cut into rounds of the
     service's size (RUNS_PER_ROUND runs' worth of tokens); the engine plans each round into
@@ -279,6 +290,12 @@ def output_options(spec: ModelSpec, options: dict) -> tuple[OutputOptions, int]:
     Truncate.parse(options["truncate"])
     dims = validate_options(spec, opts)
     return opts, dims // 8 if opts.encoding_format.is_bits else dims
+
+
+def too_long_message(exc: InputTooLong, spec: ModelSpec, truncate: Truncate) -> str:
+    if truncate is Truncate.WINDOW:  # more windows than --max-windows-per-text allows
+        return exc.message.replace("input[0] has", "the text has")
+    return f"the text is longer than the model's maximum of {spec.max_seq_length} tokens and --truncate is none"
 
 
 # ---- the Ray Data actor -------------------------------------------------------------------
@@ -303,12 +320,13 @@ class ShardWorker:
             )
         c = job["columns"]
         self.columns = Columns(c["text"], c["id"], tuple(c["csv_header"]) if c["csv_header"] else None)
+        self.runtime = runtime_for(self.spec, s, self.encoder.variant)
         if job["kind"] == "texts":
             self.options, self.width = output_options(self.spec, job["options"])
             self.truncate = Truncate.parse(job["options"]["truncate"])
+            self.prompt = resolve_prompt(self.runtime.prompts, job["options"].get("input_type"))
         else:
-            runtime = ModelRuntime(self.spec, self.encoder.artifacts, self.encoder.variant, self.encoder.tokenizer)
-            self.requests = batch_openai.RequestChecker(runtime, s.max_inputs, s.max_payload_bytes)
+            self.requests = batch_openai.RequestChecker(self.runtime, s.max_inputs, s.max_payload_bytes)
         self.progress = progress
         self.node_id = ray.get_runtime_context().get_node_id()
 
@@ -343,17 +361,18 @@ class ShardWorker:
         recs = batch_io.read_records(shard, self.columns)
         problems = dict(recs.problems)
         good = [i for i, t in enumerate(recs.texts) if t is not None]
-        kept, seqs = [], []
-        for i, seq in zip(good, self.tokenize([recs.texts[i] for i in good])):
-            if isinstance(seq, Problem):
-                problems[i] = seq
+        kept, units = [], []
+        for i, unit in zip(good, self.tokenize([recs.texts[i] for i in good])):
+            if isinstance(unit, Problem):
+                problems[i] = unit
             else:
                 kept.append(i)
-                seqs.append(seq)
+                units.append(unit)
         self.tick(len(problems))
-        vectors = postprocess(encode_sorted(self.encoder, seqs, self.tick), self.spec, self.options,
-                              self.encoder.artifacts.int8_scales)
-        tokens = [len(s) for s in seqs]
+        seqs = [s for unit in units for s in unit]  # a long text's windows ride as ordinary sequences
+        pooled = pool_units(encode_sorted(self.encoder, seqs, self.tick), units)
+        vectors = postprocess(pooled, self.spec, self.options, self.encoder.artifacts.int8_scales)
+        tokens = [sum(len(s) for s in unit) for unit in units]
         table = batch_io.vectors_table([recs.ids[i] for i in kept], vectors, tokens, self.width)
         errors = [{**batch_io.record_location(shard, i), "id": recs.ids[i], "code": p.code, "message": p.message}
                   for i, p in sorted(problems.items())]
@@ -364,21 +383,21 @@ class ShardWorker:
         }
         return self.manifest(shard, recs.ids, len(kept), len(errors), len(kept), sum(tokens), files)
 
-    def tokenize(self, texts: list[str]) -> list[np.ndarray | Problem]:
-        """Token ids of each text; with truncate none, a text over the limit is a Problem
-        (found text by text only in a chunk that has one)."""
-        out: list[np.ndarray | Problem] = []
+    def tokenize(self, texts: list[str]) -> list[list[np.ndarray] | Problem]:
+        """The sequences of each text (one, or a long text's windows), as the service makes
+        them; a text too long for --truncate none, or with more windows than allowed, is a
+        Problem (found text by text only in a chunk that has one)."""
+        out: list[list[np.ndarray] | Problem] = []
         for i in range(0, len(texts), TOKENIZE_CHUNK):
             chunk = texts[i : i + TOKENIZE_CHUNK]
             try:
-                out.extend(self.encoder.tokenize(chunk, self.truncate))
+                out.extend(self.runtime.units(chunk, self.truncate, self.prompt))
             except InputTooLong:
                 for text in chunk:
                     try:
-                        out.extend(self.encoder.tokenize([text], self.truncate))
-                    except InputTooLong:
-                        out.append(Problem(InputTooLong.code, f"the text is longer than the model's maximum of "
-                                                              f"{self.spec.max_seq_length} tokens and --truncate is none"))
+                        out.extend(self.runtime.units([text], self.truncate, self.prompt))
+                    except InputTooLong as exc:
+                        out.append(Problem(InputTooLong.code, too_long_message(exc, self.spec, self.truncate)))
         return out
 
     # -- OpenAI batch input file -> OpenAI batch output file --
@@ -388,8 +407,8 @@ class ShardWorker:
         out: dict[int, bytes] = {}  # line position -> output line (200)
         bad: dict[int, bytes] = {}  # line position -> error line
         custom_ids: list = []
-        accepted: list[tuple[int, str, EmbedJob, int, int]] = []  # position, custom_id, job, its seqs
-        seqs: list[np.ndarray] = []
+        accepted: list[tuple[int, str, EmbedJob, int, int]] = []  # position, custom_id, job, its units
+        units: list[list[np.ndarray]] = []
         for i, raw in enumerate(lines):
             row = shard.first_row + i
             ids = batch_openai.line_ids(self.job["fingerprint"], shard.path, row)
@@ -399,18 +418,21 @@ class ShardWorker:
                 bad[i] = batch_openai.problem_line(ids, custom_id, problem, row + 1)
                 continue
             try:
-                job, request_seqs = self.requests.check(body)
+                job, request_units = self.requests.check(body)
             except Exception as exc:  # the route answers every failure (4xx bad input, 500 else)
                 bad[i] = batch_openai.refusal_line(ids, custom_id, exc)
                 continue
-            accepted.append((i, custom_id, job, len(seqs), len(seqs) + len(request_seqs)))
-            seqs.extend(request_seqs)
-        pooled = encode_sorted(self.encoder, seqs)  # every request's texts together, longest first
+            accepted.append((i, custom_id, job, len(units), len(units) + len(request_units)))
+            units.extend(request_units)
+        seqs = [s for unit in units for s in unit]
+        pooled = pool_units(encode_sorted(self.encoder, seqs), units)  # every request's texts together
         for i, custom_id, job, lo, hi in accepted:
             ids = batch_openai.line_ids(self.job["fingerprint"], shard.path, shard.first_row + i)
             vectors = postprocess(pooled[lo:hi], self.spec, job.options, self.encoder.artifacts.int8_scales)
-            tokens = int(sum(len(s) for s in seqs[lo:hi]))
-            out[i] = batch_openai.answer_line(ids, custom_id, self.spec, vectors, tokens, job.options.encoding_format)
+            tokens = int(sum(len(s) for unit in units[lo:hi] for s in unit))
+            windows = [len(u) for u in units[lo:hi]] if job.truncate is Truncate.WINDOW else None
+            out[i] = batch_openai.answer_line(ids, custom_id, self.spec, vectors, tokens, job.options.encoding_format,
+                                              windows)
         self.tick(len(lines))
         lay = self.layout
         files = {
@@ -602,8 +624,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dimensions", type=int, default=None, help="Matryoshka truncation to this many dimensions")
     p.add_argument("--encoding-format", default="float", choices=["float", "int8", "uint8", "binary", "ubinary"],
                    help="how vectors are stored [float]")
-    p.add_argument("--truncate", default="end", choices=["end", "start", "none"],
-                   help="texts over the model's maximum: cut the end, cut the start, or an error row [end]")
+    p.add_argument("--truncate", default="end", choices=["end", "start", "none", "window"],
+                   help="texts over the model's maximum: cut the end, cut the start, an error row, or embed the "
+                        "whole text in overlapping windows pooled back into one vector [end]")
+    p.add_argument("--input-type", default=None,
+                   help="the model's prompt for this input type (search_query, search_document, classification, "
+                        "clustering, or the model's own names), as on the APIs [none: the plain text]")
     p.add_argument("--input-format", default="auto", choices=["auto", *batch_io.FORMATS],
                    help="auto: from the file names (a JSONL file whose records have custom_id is an OpenAI batch file)")
     p.add_argument("--shard-rows", type=int, default=None,
@@ -622,7 +648,8 @@ def command(args: argparse.Namespace) -> int:
     opts = BatchOptions(
         input=args.input, output=Path(args.output), model=args.model or s.models[0],
         text_column=args.text_column, id_column=args.id_column, dimensions=args.dimensions,
-        encoding_format=args.encoding_format, truncate=args.truncate, input_format=args.input_format,
+        encoding_format=args.encoding_format, truncate=args.truncate, input_type=args.input_type,
+        input_format=args.input_format,
         shard_rows=args.shard_rows, workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
     )
     try:

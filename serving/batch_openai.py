@@ -13,10 +13,12 @@ import orjson
 
 from models.errors import PayloadTooLarge
 from models.postprocess import EncodingFormat, validate_options
+from models.prompts import resolve_prompt
 from models.specs import ModelSpec
 from serving.batch_io import Problem, parse_json_line
 from serving.errors import as_embed_error, error_body, http_status
-from serving.http_api import job_from_request, parse_body, reject_lone_surrogates, render
+from serving.http_api import job_from_request, render
+from serving.http_io import parse_body, reject_lone_surrogates
 from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
 from serving.protocol import EmbeddingRequest
 
@@ -44,13 +46,14 @@ def parse_request(raw: bytes) -> tuple[str | None, dict | None, Problem | None]:
 class RequestChecker:
     """A request body through the checks of POST /v1/embeddings: the body's size and Unicode
     (read_json), its fields (parse_body, job_from_request), the model, options and inputs
-    (the pipeline), then tokenization (too long with truncate none, token ids)."""
+    (the pipeline), then the prompt and tokenization (too long with truncate none, too many
+    windows, token ids): per input, its sequences (one, or a long text's windows)."""
 
     def __init__(self, runtime: ModelRuntime, max_inputs: int, max_payload_bytes: int):
         self.pipeline = Pipeline({runtime.spec.key: runtime}, None, None, max_inputs=max_inputs)
         self.max_payload_bytes = max_payload_bytes
 
-    def check(self, body: dict) -> tuple[EmbedJob, list[np.ndarray]]:
+    def check(self, body: dict) -> tuple[EmbedJob, list[list[np.ndarray]]]:
         reject_lone_surrogates(body)
         if len(orjson.dumps(body)) > self.max_payload_bytes:
             raise PayloadTooLarge(f"The request body is over the limit of {self.max_payload_bytes} bytes.")
@@ -58,9 +61,7 @@ class RequestChecker:
         rt = self.pipeline.runtime(job.model)
         validate_options(rt.spec, job.options)
         self.pipeline.check_count(job)
-        if job.texts is not None:
-            return job, rt.tokenizer.encode(job.texts, job.truncate)
-        return job, rt.tokenizer.encode_ids(job.token_ids, job.truncate)
+        return job, Pipeline.units(rt, job, resolve_prompt(rt.prompts, job.input_type))
 
 
 def line_ids(fingerprint: str, path: str, row: int) -> tuple[str, str]:
@@ -71,9 +72,10 @@ def line_ids(fingerprint: str, path: str, row: int) -> tuple[str, str]:
 
 
 def answer_line(ids: tuple[str, str], custom_id: str, spec: ModelSpec, vectors, prompt_tokens: int,
-                fmt: EncodingFormat) -> bytes:
+                fmt: EncodingFormat, windows: list[int] | None = None) -> bytes:
     """A 200: the body the route renders for these vectors."""
-    return _line(ids, custom_id, 200, render(EmbedOutcome(spec.id, vectors, prompt_tokens, 0), fmt), None)
+    outcome = EmbedOutcome(spec.id, vectors, prompt_tokens, 0, windows=windows)
+    return _line(ids, custom_id, 200, render(outcome, fmt), None)
 
 
 def refusal_line(ids: tuple[str, str], custom_id: str, exc: Exception) -> bytes:

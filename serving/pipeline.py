@@ -97,6 +97,12 @@ class ModelRuntime:
         table = prompt_table(spec.prompts, artifacts.prompts, prompts)
         return cls(spec, artifacts, variant, tokenizer, table, window_overlap, max_windows)
 
+    def units(self, texts: list[str], truncate: Truncate, prompt: str = "") -> list[list[np.ndarray]]:
+        """Per text, the sequences the model reads: one, or a long text's windows."""
+        if truncate is Truncate.WINDOW:
+            return self.tokenizer.windows(texts, self.window_overlap, self.max_windows, prompt)
+        return [[s] for s in self.tokenizer.encode(texts, truncate, prompt)]
+
     def keyspace(self, truncate: Truncate, prompt: str = "") -> KeySpace:
         side = {Truncate.START: "start", Truncate.WINDOW: f"window/{self.window_overlap}"}.get(truncate, "end")
         return KeySpace(
@@ -109,6 +115,13 @@ class ModelRuntime:
             truncation_side=side,
             prompt=prompt,
         )
+
+
+def pool_units(vectors: np.ndarray, units: list[list[np.ndarray]]) -> np.ndarray:
+    """One vector per unit from one per sequence: a long text's windows pooled back together."""
+    if sum(len(u) for u in units) == len(units):
+        return vectors
+    return pool_windows(vectors, [len(s) for u in units for s in u], [len(u) for u in units])
 
 
 class Admission:
@@ -179,7 +192,8 @@ class Pipeline:
                 if not t:
                     raise InvalidInput(f"input[{i}] is an empty string.", param="input")
 
-    async def tokenize(self, rt: ModelRuntime, job: EmbedJob, prompt: str = "") -> list[list[np.ndarray]]:
+    @staticmethod
+    def units(rt: ModelRuntime, job: EmbedJob, prompt: str = "") -> list[list[np.ndarray]]:
         """Per input, the sequences the model reads: one, or a long text's windows."""
         if job.texts is None:
             if prompt:
@@ -188,17 +202,14 @@ class Pipeline:
                     param="input_type",
                 )
             return [[s] for s in rt.tokenizer.encode_ids(job.token_ids, job.truncate)]
+        return rt.units(job.texts, job.truncate, prompt)
 
-        def work() -> list[list[np.ndarray]]:
-            if job.truncate is Truncate.WINDOW:
-                return rt.tokenizer.windows(job.texts, rt.window_overlap, rt.max_windows, prompt)
-            return [[s] for s in rt.tokenizer.encode(job.texts, job.truncate, prompt)]
-
+    async def tokenize(self, rt: ModelRuntime, job: EmbedJob, prompt: str = "") -> list[list[np.ndarray]]:
         # Inline only when small: a multi-megabyte text takes seconds to tokenize and would
         # stall every other request on this replica's event loop.
-        if len(job.texts) <= 8 and sum(len(t) for t in job.texts) <= 64 * 1024:
-            return work()
-        return await asyncio.to_thread(work)
+        if job.texts is None or (len(job.texts) <= 8 and sum(len(t) for t in job.texts) <= 64 * 1024):
+            return self.units(rt, job, prompt)
+        return await asyncio.to_thread(self.units, rt, job, prompt)
 
     async def embed(self, job: EmbedJob) -> EmbedOutcome:
         with self.admission:
@@ -279,6 +290,4 @@ class Pipeline:
             out[chunk] = vectors
             inference = max(inference, info.inference_s)
             batch = max(batch, info.texts)
-        if len(seqs) > len(units):
-            out = pool_windows(out, [len(s) for s in seqs], [len(u) for u in units])
-        return out, max(wall - inference, 0.0), inference, batch
+        return pool_units(out, units), max(wall - inference, 0.0), inference, batch
