@@ -39,7 +39,7 @@ from models.batching import RUNS_PER_ROUND, round_tokens, split_sorted
 from models.encoder import Encoder
 from models.errors import EmbedError, InputTooLong
 from models.postprocess import OutputOptions, parse_format, postprocess, validate_options
-from models.prompts import resolve_prompt
+from models.prompts import prompt_table, resolve_prompt
 from models.specs import ModelSpec, resolve_model
 from models.tokenizer import Truncate
 from serving import batch_io, batch_openai
@@ -176,7 +176,8 @@ def prepare(opts: BatchOptions, s: Settings) -> Job:
         options = {"dimensions": opts.dimensions, "encoding_format": opts.encoding_format, "truncate": opts.truncate,
                    "input_type": opts.input_type}
         output_options(spec, options)  # refuse bad options before any work
-        resolve_prompt(runtime_for(spec, s).prompts, opts.input_type)
+        artifacts = ModelArtifacts.load(s.artifact_dir, spec)
+        resolve_prompt(prompt_table(spec.prompts, artifacts.prompts, s.prompts_for(spec)), opts.input_type)
     else:
         given = [f for f, v in (("--dimensions", opts.dimensions), ("--encoding-format", opts.encoding_format != "float"),
                                 ("--truncate", opts.truncate != "end"), ("--input-type", opts.input_type)) if v]
@@ -264,7 +265,7 @@ def build_encoder(spec: ModelSpec, s: Settings) -> Encoder:
     return Encoder(spec, ModelArtifacts.load(s.artifact_dir, spec), **options)
 
 
-def runtime_for(spec: ModelSpec, s: Settings, variant: str = "") -> ModelRuntime:
+def runtime_for(spec: ModelSpec, s: Settings, variant: str) -> ModelRuntime:
     """The model's runtime as the service holds it: tokenizer, prompts, long-text windows."""
     return ModelRuntime.load(spec, ModelArtifacts.load(s.artifact_dir, spec), variant, prompts=s.prompts_for(spec),
                              window_overlap=s.window_overlap_tokens, max_windows=s.max_windows_per_text)

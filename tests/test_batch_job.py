@@ -41,7 +41,15 @@ def test_float_vectors_and_token_counts_equal_the_services(service, corpus, tmp_
     got_ids, vectors, tokens = read_vectors(tmp_path / "out")
     assert got_ids == ids  # every row once, in input order
     assert vectors.dtype == np.float32 and vectors.shape == (N, 384)
-    np.testing.assert_allclose(vectors, np.array(service_answer(service, texts), dtype=np.float32), atol=2e-6)
+    engine = next(m["engine"] for m in service.get("/v1/models")[2]["data"] if m["id"].endswith(MODEL))
+    assert set(summary.variants) == {engine["variant"]}  # the same variant as the service
+    want = np.array(service_answer(service, texts), dtype=np.float32)
+    if engine["precision"] == "fp32":
+        np.testing.assert_allclose(vectors, want, atol=2e-6)
+    else:  # bf16 rounds differently when a text is padded to another width (other batch companions)
+        cos = np.sum(vectors * want, axis=1)
+        print(f"bulk vs service ({engine['variant']}): min cosine {cos.min():.7f}, max |diff| {np.abs(vectors - want).max():.1e}")
+        assert cos.min() >= 0.99999
     status, _, counted = service.post("/tokenize", {"model": MODEL, "input": texts})
     assert status == 200
     assert tokens == counted["counts"]
