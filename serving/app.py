@@ -6,7 +6,7 @@ Where the encoders run is a setting (`encoder_placement`):
            one worker process less on one machine);
   replica  one encoder deployment per model beside the ingress (`Encoder_<alias>`), scaled and
            given CPUs/GPUs apart from it: the cluster layout the Helm chart and serve.yaml use.
-`build_app` is the import path for `serve run` and the Helm chart."""
+`build_app` is the import path for `serve run`, `serve deploy` and the Helm chart."""
 
 from __future__ import annotations
 
@@ -161,9 +161,15 @@ def deployment_name(model_key: str) -> str:
     return f"Encoder_{model_key}"
 
 
-def build_app(args: dict | None = None, settings: Settings | None = None) -> serve.Application:
-    """The application. `args` (from a Serve config) override EMBEDSERVE_* env vars."""
-    s = settings or Settings(**(args or {}))
+def build_app(args: dict) -> serve.Application:
+    """The application of a Serve config (`import_path: serving.app:build_app`): its `args`
+    override EMBEDSERVE_* env vars. Ray Serve calls a builder with exactly one argument."""
+    return application(Settings(**args))
+
+
+def application(s: Settings) -> serve.Application:
+    """The application for these settings: the Ingress and, with encoder_placement=replica,
+    one encoder deployment per model."""
     wire = s.model_dump(mode="json")
     for secret in ("redis_url", "api_keys"):
         value = getattr(s, secret)

@@ -134,9 +134,9 @@ def run_app(
     """Deploy the application on the running Ray Serve (returns at once; see App.wait_ready)."""
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import application
 
-    serve.run(build_app(settings=settings), name=name, route_prefix=route_prefix, blocking=False)
+    serve.run(application(settings), name=name, route_prefix=route_prefix, blocking=False)
     prefix = "" if route_prefix == "/" else route_prefix
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     http_port = http_port or settings.http_port

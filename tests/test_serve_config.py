@@ -48,12 +48,15 @@ def app(config: dict) -> dict:
 
 def built(config: dict):
     """The application the config's import path and args build: Ray's finalized deployments."""
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
     from ray.serve._private.build_app import build_app as ray_build
 
     application = app(config)
     module, _, name = application["import_path"].partition(":")
     builder = getattr(importlib.import_module(module), name)
-    return ray_build(builder(application.get("args", {})), name=application["name"])
+    # As `serve deploy` / `serve run` call it (Ray checks the builder's signature there).
+    built_app = call_user_app_builder_with_args_if_necessary(builder, application.get("args", {}))
+    return ray_build(built_app, name=application["name"])
 
 
 def test_serve_yaml_is_a_valid_ray_serve_config(local):
