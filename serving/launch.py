@@ -31,7 +31,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
     store capped."""
     import ray
 
+    from serving.proxy import CALLBACK
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's proxies (started by the Ray this process starts) wrap their HTTP app in ours.
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", CALLBACK)
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return

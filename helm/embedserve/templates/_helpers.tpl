@@ -170,8 +170,14 @@ app.kubernetes.io/component: ray
 {{- end }}
 {{- end }}
 
-{{/* Environment of every Ray container: Redis URL, API keys, extraEnv. */}}
+{{/*
+Environment of every Ray container: the Serve proxy's middleware (a clean 503 + Retry-After
+for a request whose Ingress replica died with it, serving/proxy.py), Redis URL, API keys,
+extraEnv.
+*/}}
 {{- define "embedserve.env" -}}
+- name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+  value: "serving.proxy:middlewares"
 {{- if .Values.redis.enabled }}
 - name: EMBEDSERVE_REDIS_URL
   value: {{ printf "redis://%s:6379/0" (include "embedserve.redisName" .) | quote }}
