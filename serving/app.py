@@ -14,11 +14,12 @@ import asyncio
 
 import numpy as np
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from models.artifacts import ModelArtifacts
-from models.batcher import ContinuousBatcher, RoundInfo
+from models.batcher import ContinuousBatcher
 from models.batching import round_tokens
 from models.encoder import EncodeStats, Encoder
 from models.specs import ModelSpec, resolve_model
@@ -27,8 +28,11 @@ from serving.cache import build_cache
 from serving.frontend import Frontend
 from serving.http_api import build_http_app
 from serving.metrics import EncoderMetrics, IngressMetrics
-from serving.pipeline import ModelRuntime, Pipeline
+from serving.pipeline import Encoded, ModelRuntime, Pipeline
 from serving.settings import Settings
+
+
+ENCODER_ATTEMPTS = 3  # tries of one encoder call whose replica went away
 
 
 class LocalEncoder:
@@ -64,8 +68,9 @@ class LocalEncoder:
         if "batch_wait_timeout_ms" in config:
             self.batcher.max_wait_s = float(config["batch_wait_timeout_ms"]) / 1000
 
-    async def encode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
-        return await self.batcher.submit(seqs)
+    async def encode(self, seqs: list[np.ndarray]) -> Encoded:
+        vectors, info = await self.batcher.submit(seqs)
+        return Encoded(vectors, info, self.encoder.checksum)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, health_check_period_s=5)
@@ -80,7 +85,7 @@ class EncoderReplica:
         """Batch size, token budget and wait time, retunable live through user_config."""
         self.local.reconfigure(config)
 
-    async def encode(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
+    async def encode(self, seqs: list[np.ndarray]) -> Encoded:
         return await self.local.encode(seqs)
 
     def check_health(self) -> None:
@@ -133,12 +138,25 @@ class Ingress:
         self.timeout_s = s.request_timeout_s
         _Replica.frontend = self.frontend
 
-    async def _encode(self, key: str, seqs: list[np.ndarray]) -> tuple[np.ndarray, RoundInfo]:
-        call = self.local[key].encode(seqs) if key in self.local else self.encoders[key].encode.remote(seqs)
+    async def _encode(self, key: str, seqs: list[np.ndarray]) -> Encoded:
+        call = self.local[key].encode(seqs) if key in self.local else self._remote(self.encoders[key], seqs)
         return await asyncio.wait_for(call, self.timeout_s)
 
+    @staticmethod
+    async def _remote(handle: DeploymentHandle, seqs: list[np.ndarray]) -> Encoded:
+        """An encoder call is a pure function of its token ids: one whose replica died with it
+        (its node lost, the replica killed) goes again to a replica that lives (Serve's router
+        has dropped the dead one), within the request's deadline."""
+        for attempt in range(1, ENCODER_ATTEMPTS + 1):
+            try:
+                return await handle.encode.remote(seqs)
+            except RayActorError:  # ActorDiedError, ActorUnavailableError
+                if attempt == ENCODER_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.1 * attempt)
+
     async def _probe(self, key: str) -> bool:
-        vectors, _ = await self._encode(key, [np.array([0], dtype=np.int64)])
+        vectors = (await self._encode(key, [np.array([0], dtype=np.int64)])).vectors
         return vectors.shape[0] == 1
 
     # ---- gRPC: embedserve.v1.EmbeddingService ---------------------------------------------
