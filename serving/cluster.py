@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -43,20 +44,38 @@ WORKER_PORTS_PER_NODE = 32  # ports for the node's worker processes (one per Ray
 
 
 class PortAllocator:
-    """Free loopback ports, never the same one twice (the OS may hand a just-closed one out again)."""
+    """Free ports for a cluster, never the same one twice, drawn from below the kernel's
+    ephemeral range (where other processes' port-0 binds, outgoing connections and other Ray
+    instances' unpinned ports land) and above Ray's default worker ports (10002-19999)."""
 
-    def __init__(self) -> None:
+    LOW, HIGH = 20000, 32767
+
+    def __init__(self, seed: int | None = None) -> None:
         self.taken: set[int] = set()
+        self.random = random.Random(seed)
+        try:
+            ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+            self.high = min(self.HIGH, ephemeral - 1)
+        except (OSError, ValueError, IndexError):
+            self.high = self.HIGH
 
     def __call__(self) -> int:
-        for _ in range(200):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            if port not in self.taken:
+        for _ in range(1000):
+            port = self.random.randint(self.LOW, self.high)
+            if port not in self.taken and _bindable(port):
                 self.taken.add(port)
                 return port
-        raise RuntimeError("no free port found")
+        raise RuntimeError(f"no free port found in {self.LOW}-{self.high}")
+
+
+def _bindable(port: int) -> bool:
+    """Nobody listens on the port, on any interface (Ray binds the node's address)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+            return True
+        except OSError:
+            return False
 
 
 @dataclass
@@ -80,9 +99,13 @@ class Node:
         """The node's `ray start` process, if it still runs (and is the one started here)."""
         if self.pid is None:
             return None
+        child = _children.get(self.pid)
+        if child is not None and child.poll() is not None:
+            return None
         try:
             proc = psutil.Process(self.pid)
-            if proc.status() == psutil.STATUS_ZOMBIE or "ray" not in " ".join(proc.cmdline()):
+            # Started by another process (make cluster): make sure the pid was not reused.
+            if child is None and (proc.status() == psutil.STATUS_ZOMBIE or "ray" not in " ".join(proc.cmdline())):
                 return None
             return proc
         except psutil.Error:
@@ -137,9 +160,11 @@ class LocalCluster:
                 self.node_env["EMBEDSERVE_REDIS_URL"] = self.redis.url
             self._launch(self.head)
             self._wait(lambda: self._dashboard_up(), timeout_s, "the head's dashboard to answer")
+            # One at a time: nodes on one machine share the session dir, where each picks
+            # socket names of its own by looking at what is already there.
             for node in self.workers:
                 self._launch(node)
-            self.wait_nodes(timeout_s)
+                self.wait_nodes(timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -320,7 +345,7 @@ class LocalCluster:
         assert not node.alive(), f"{node.name} is still running"
         stale = frozenset({node.node_id} if node.node_id else ())
         ports = PortAllocator()
-        ports.taken = {p for n in [self.head, *self.workers] for p in [*n.ports.values(), *n.worker_ports]}
+        ports.taken = self.ports_in_use()
         node.ports = _node_ports(ports)
         node.worker_ports = [ports() for _ in range(WORKER_PORTS_PER_NODE)]
         self._launch(node)
@@ -345,6 +370,12 @@ class LocalCluster:
         _reap()
         if self.owns_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def ports_in_use(self) -> set[int]:
+        """Every port handed to a node (so a caller picks others)."""
+        nodes = [self.head, *self.workers]
+        used = {p for n in nodes for p in [*n.ports.values(), *n.worker_ports, n.serve_http_port, n.serve_grpc_port] if p}
+        return used | ({self.redis.port} if self.redis else set())
 
     # ---- a cluster started by another process (make cluster / make cluster-down) ----------
 
@@ -416,6 +447,106 @@ class LocalRedis:
             pass
 
 
+# ---- the embedserve application on it (the chart's serveConfigV2) ---------------------------
+
+APP = "embedserve"
+
+
+def render_chart(helm: str, chart: str | Path, values: list[str | Path] = (), sets: list[str] = ()) -> list[dict]:
+    """The chart's manifests as `helm template` renders them."""
+    import yaml
+
+    cmd = [helm, "template", "embedserve", str(chart)]
+    for path in values:
+        cmd += ["-f", str(path)]
+    for item in sets:
+        cmd += ["--set", item]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"helm template failed: {out.stderr}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def _rayservice(docs: list[dict]) -> dict:
+    (service,) = [d for d in docs if d.get("kind") == "RayService"]
+    return service
+
+
+def chart_serve_config(docs: list[dict]) -> dict:
+    """The Ray Serve config of the rendered chart (the RayService's serveConfigV2)."""
+    import yaml
+
+    return yaml.safe_load(_rayservice(docs)["spec"]["serveConfigV2"])
+
+
+def chart_node_env(docs: list[dict], group: str = "cpu") -> dict[str, str]:
+    """The environment the chart gives a worker group's Ray containers (plain values; values
+    from Secrets are the cluster's own business)."""
+    (worker,) = [g for g in _rayservice(docs)["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == group]
+    (container,) = worker["template"]["spec"]["containers"]
+    return {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+
+
+def on_loopback(config: dict, http_port: int, grpc_port: int) -> dict:
+    """The config with what one machine needs changed: the head's Serve proxy on loopback
+    ports of its own (the worker nodes' proxies take theirs from RAY_SERVE_WORKER_PROXY_*)."""
+    config = json.loads(json.dumps(config))
+    config["http_options"].update(host="127.0.0.1", port=http_port)
+    config["grpc_options"]["port"] = grpc_port
+    return config
+
+
+def serve_deploy(cluster: LocalCluster, config: dict, timeout_s: float = 120) -> None:
+    """`serve deploy` the config to the cluster (through the dashboard's REST API, as KubeRay
+    does); returns once Serve accepted it (see wait_running)."""
+    import yaml
+
+    path = Path(cluster.temp_dir) / f"serve-config-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    serve_cli = Path(sys.executable).parent / "serve"
+    out = subprocess.run(
+        [str(serve_cli) if serve_cli.exists() else "serve", "deploy", str(path), "-a", cluster.dashboard_url],
+        env=cluster.subprocess_env(), capture_output=True, text=True, timeout=timeout_s,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"serve deploy failed:\n{out.stdout}\n{out.stderr}")
+
+
+def serve_status(cluster: LocalCluster) -> dict:
+    """Serve's view of the cluster (GET /api/serve/applications/): applications, their
+    deployments and every replica with its node."""
+    return cluster.api("/api/serve/applications/")
+
+
+def replicas(cluster: LocalCluster, deployment: str, app: str = APP) -> list[dict]:
+    """The deployment's replicas (state, node_id, pid, ...), each with `node`: its node's name."""
+    names = cluster.node_names()
+    apps = serve_status(cluster).get("applications") or {}
+    found = (apps.get(app) or {}).get("deployments", {}).get(deployment, {}).get("replicas", [])
+    return [{**r, "node": names.get(r.get("node_id"), "?")} for r in found]
+
+
+def wait_running(cluster: LocalCluster, timeout_s: float = 300, app: str = APP) -> dict:
+    """Wait until Serve says the application is RUNNING (every deployment healthy)."""
+    status: dict = {}
+
+    def running() -> bool:
+        nonlocal status
+        try:
+            status = (serve_status(cluster).get("applications") or {}).get(app) or {}
+        except (OSError, ValueError):
+            return False
+        if status.get("status") == "DEPLOY_FAILED":
+            raise RuntimeError(f"{app} failed to deploy: {status.get('message')}")
+        return status.get("status") == "RUNNING"
+
+    try:
+        LocalCluster._wait(running, timeout_s, f"application {app} to run")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; last status: {json.dumps(status)[:3000]}") from None
+    return status
+
+
 # ---- helpers -----------------------------------------------------------------------------
 
 _children: dict[int, subprocess.Popen] = {}
@@ -475,3 +606,103 @@ def _finish(procs: list[psutil.Process], timeout_s: float) -> None:
             pass
     psutil.wait_procs(alive, timeout=5)
     _reap()
+
+
+# ---- make cluster / make cluster-down ----------------------------------------------------------
+
+STATE = Path(".cluster/state.json")
+
+
+def up(args) -> int:
+    """Start the cluster and Redis, deploy the chart's application, print where it answers."""
+    if args.state.exists():
+        print(f"a cluster is already up ({args.state}); `make cluster-down` stops it", file=sys.stderr)
+        return 1
+    artifact_dir = os.environ.get("EMBEDSERVE_ARTIFACT_DIR") or str(Path.home() / ".cache" / "embedserve")
+    chart = render_chart(args.helm, args.chart, args.values, args.set)
+    cluster = LocalCluster.start(
+        workers=args.workers, cpus_per_worker=args.cpus_per_worker, redis=True,
+        # The chart's pod env; the models are where this machine keeps them (the image's are in it).
+        node_env={**chart_node_env(chart), "EMBEDSERVE_ARTIFACT_DIR": artifact_dir},
+    )
+    args.state.parent.mkdir(parents=True, exist_ok=True)
+    cluster.save(args.state)  # from here on, `make cluster-down` can stop what was started
+    ports = PortAllocator()
+    ports.taken = cluster.ports_in_use()
+    http_port, grpc_port = args.http_port or ports(), args.grpc_port or ports()
+    config = on_loopback(chart_serve_config(chart), http_port, grpc_port)
+    print(f"deploying the chart's serveConfigV2 ({', '.join(map(str, args.values))}) to {cluster.dashboard_url}", flush=True)
+    serve_deploy(cluster, config)
+    wait_running(cluster, timeout_s=args.timeout_s)
+    print(describe(cluster, http_port, grpc_port))
+    return 0
+
+
+def describe(cluster: LocalCluster, http_port: int, grpc_port: int) -> str:
+    lines = [
+        f"embedserve runs on a local Ray cluster: a head (no CPUs) and {len(cluster.workers)} worker nodes",
+        f"  HTTP   http://127.0.0.1:{http_port}/v1/embeddings   (the head's Serve proxy)",
+        f"  gRPC   127.0.0.1:{grpc_port}",
+    ]
+    for w in cluster.workers:
+        lines.append(f"         {w.name}'s proxy: http://127.0.0.1:{w.serve_http_port}  gRPC 127.0.0.1:{w.serve_grpc_port}")
+    lines += [
+        f"  Ray    {cluster.address}   dashboard {cluster.dashboard_url}   (RAY_AUTH_MODE=token; the token is in {STATE})",
+        f"  Redis  {cluster.redis.url if cluster.redis else '-'}   (the cache every Ingress replica shares)",
+        "  Replicas:",
+    ]
+    for deployment, reps in sorted(placement(cluster).items()):
+        lines.append(f"    {deployment}: " + ", ".join(sorted(reps)))
+    lines.append("`make cluster-down` stops it all.")
+    return "\n".join(lines)
+
+
+def placement(cluster: LocalCluster, app: str = APP) -> dict[str, list[str]]:
+    """{deployment: [node name of each running replica]}."""
+    names = cluster.node_names()
+    deployments = ((serve_status(cluster).get("applications") or {}).get(app) or {}).get("deployments", {})
+    return {
+        name: [names.get(r.get("node_id"), "?") for r in d.get("replicas", []) if r.get("state") == "RUNNING"]
+        for name, d in deployments.items()
+    }
+
+
+def down(args) -> int:
+    """Stop exactly what `up` started (the pids in the state file), and forget it."""
+    if not args.state.exists():
+        print(f"no cluster is up ({args.state} is missing)")
+        return 0
+    cluster = LocalCluster.load(args.state)
+    cluster.stop()
+    args.state.unlink()
+    print(f"stopped the local cluster ({cluster.address}) and its Redis")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m serving.cluster", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state", type=Path, default=STATE, help=f"where the cluster's pids and token are kept [{STATE}]")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start the cluster, Redis and the chart's application")
+    p_up.add_argument("--workers", type=int, default=2)
+    p_up.add_argument("--cpus-per-worker", type=int, default=1)
+    p_up.add_argument("--helm", default=os.environ.get("HELM") or shutil.which("helm") or ".tools/bin/helm")
+    p_up.add_argument("--chart", default="helm/embedserve")
+    p_up.add_argument("--values", type=Path, action="append", default=None,
+                      help="chart values files [helm/embedserve/ci/local-cluster-values.yaml]")
+    p_up.add_argument("--set", action="append", default=[], help="a chart value, as helm --set takes it")
+    p_up.add_argument("--http-port", type=int, default=None, help="the head proxy's HTTP port [a free one]")
+    p_up.add_argument("--grpc-port", type=int, default=None, help="the head proxy's gRPC port [a free one]")
+    p_up.add_argument("--timeout-s", type=float, default=600)
+    p_up.set_defaults(func=up)
+    sub.add_parser("down", help="stop what `up` started").set_defaults(func=down)
+    args = parser.parse_args(argv)
+    if getattr(args, "values", "") is None:
+        args.values = [Path(args.chart) / "ci" / "local-cluster-values.yaml"]
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
