@@ -163,8 +163,7 @@ class LocalCluster:
             # One at a time: nodes on one machine share the session dir, where each picks
             # socket names of its own by looking at what is already there.
             for node in self.workers:
-                self._launch(node)
-                self.wait_nodes(timeout_s)
+                self._join(node, timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -343,13 +342,28 @@ class LocalCluster:
         """Worker node i joins again: a fresh raylet on fresh Ray ports, the same Serve proxy ports."""
         node = self.workers[i]
         assert not node.alive(), f"{node.name} is still running"
+        self._join(node, timeout_s, fresh_ports=True)
+
+    def _join(self, node: Node, timeout_s: float, fresh_ports: bool = False, attempts: int = 3) -> None:
+        """Start a worker node and wait until the GCS has it. On a busy machine a node can miss
+        Ray's own start-up deadlines (its raylet waits 15 s for its agents, `ray start` 30 s for
+        the raylet): it is started again, on fresh ports, up to `attempts` times."""
         stale = frozenset({node.node_id} if node.node_id else ())
-        ports = PortAllocator()
-        ports.taken = self.ports_in_use()
-        node.ports = _node_ports(ports)
-        node.worker_ports = [ports() for _ in range(WORKER_PORTS_PER_NODE)]
-        self._launch(node)
-        self.wait_nodes(timeout_s, stale)
+        for attempt in range(1, attempts + 1):
+            if fresh_ports or attempt > 1:
+                ports = PortAllocator()
+                ports.taken = self.ports_in_use()
+                node.ports = _node_ports(ports)
+                node.worker_ports = [ports() for _ in range(WORKER_PORTS_PER_NODE)]
+            self._launch(node)
+            try:
+                self.wait_nodes(timeout_s, stale)
+                return
+            except RuntimeError:  # its ray start gave up
+                if attempt == attempts:
+                    raise
+                if node.pid:
+                    stop_process_tree(node.pid)
 
     # ---- stopping ------------------------------------------------------------------------
 

@@ -145,6 +145,9 @@ applications:
       - name: Ingress
         ray_actor_options:
           num_cpus: {{ $s.ingress.numCpus | float64 }}
+        {{- if not (kindIs "invalid" $s.ingress.maxReplicasPerNode) }}
+        max_replicas_per_node: {{ $s.ingress.maxReplicasPerNode }}
+        {{- end }}
       {{- if $enc.autoscaling.enabled }}
       {{- range .Values.models }}
       - name: {{ include "embedserve.encoderName" . }}
