@@ -16,7 +16,11 @@ Each node is one `ray start --block` process (its own process group): it starts 
 processes, stops them all on SIGTERM, and kills them all when one dies (so a SIGKILLed raylet
 takes its node down, as a lost machine would). Worker nodes run Serve proxies on ports of their
 own (RAY_SERVE_WORKER_PROXY_HTTP_PORT / _GRPC_PORT); the head's proxy takes the ports of the
-Serve config.
+Serve config. (Ray advertises a node at the machine's own address even when told 127.0.0.1; the
+clients here call the proxies on 127.0.0.1.)
+
+Below the cluster: the chart's application on it (render_chart, chart_serve_config,
+serve_deploy, placement) and `python -m serving.cluster up | down | config` for `make cluster`.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -377,18 +380,21 @@ class LocalCluster:
 
     # ---- stopping ------------------------------------------------------------------------
 
-    def stop(self, timeout_s: float = 30) -> None:
-        """Stop every node started here (workers first), then anything they left behind."""
+    def stop(self, timeout_s: float = 45) -> None:
+        """Stop every node started here, all at once (each `ray start` drains its node, then
+        stops its processes), then anything they left behind."""
+        procs, trees = [], []
         for node in [*self.workers, self.head]:
             proc = node.process()
             if proc is None:
                 continue
-            tree = proc.children(recursive=True)
+            trees += proc.children(recursive=True)
             try:
-                proc.send_signal(signal.SIGTERM)  # ray start stops its node's processes
+                proc.send_signal(signal.SIGTERM)
+                procs.append(proc)
             except psutil.Error:
                 pass
-            _finish([proc, *tree], timeout_s)
+        _finish([*procs, *trees], timeout_s)
         if self.redis is not None:
             self.redis.stop()
         _reap()
