@@ -137,7 +137,7 @@ applications:
       {{- if not $enc.autoscaling.enabled }}
       encoder_replicas: {{ $enc.replicas }}
       {{- end }}
-      cache: {{ .Values.cache.mode }}
+      cache: {{ .Values.cache.mode | quote }}
       {{- if not (kindIs "invalid" .Values.cache.ttlSeconds) }}
       cache_ttl_s: {{ .Values.cache.ttlSeconds }}
       {{- end }}
