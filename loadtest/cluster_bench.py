@@ -74,7 +74,7 @@ def log(msg: str) -> None:
     print(f"[bench-cluster {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def chart_sets(nodes: int) -> list[str]:
+def chart_sets(nodes: int | str) -> list[str]:
     """One Ingress and one encoder replica per worker node, no autoscaling, no cache."""
     return [
         "cache.mode=off", "redis.enabled=false",
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m loadtest.cluster_bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "machine": machine, "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "texts": len(corpus.texts), "tokens": sum(corpus.tokens), "bulk_size": a.bulk_size,
-        "concurrency": a.concurrency, "runs": a.runs, "quick": a.quick, "chart_sets": chart_sets(2),
+        "concurrency": a.concurrency, "runs": a.runs, "quick": a.quick, "chart_sets": chart_sets("N"),
     }
     section = render(meta, rows)
     write_section(Path(a.output), section)
@@ -166,7 +166,7 @@ def render(meta: dict, rows: list[dict]) -> str:
         + (" — the machine was busy with other work when the run began; figures are noisy."
            if m["loadavg"][0] > m["nproc"] * 0.75 else ""),
         f"- Cluster: a head with no CPUs and 1 or 2 worker nodes of 1 CPU each (`ray start --num-cpus 1`), one machine; "
-        f"the chart's application with `{' '.join('--set ' + s for s in meta['chart_sets'])}` (per node count)",
+        f"the chart's application with `{' '.join('--set ' + s for s in meta['chart_sets'])}` (N: the worker nodes)",
         f"- Load: {meta['texts']} corpus texts ({meta['tokens']:,} tokens), {meta['bulk_size']} a request, "
         f"{meta['concurrency']} requests in flight, to the head's Serve proxy; median of {meta['runs']} run(s)",
         "",
