@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest import sysinfo
+from loadtest.cluster_bench import kept_section
 from loadtest.engines import run_child
 from loadtest.generator import LoadConfig, run_load, write_json
 from loadtest.profile import breakdown, markdown_table
@@ -405,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         "engines": engines,
     }
     md = render(a, meta, rows, summary, verdicts, stages)
-    Path(a.output).write_text(md)
+    kept = kept_section(Path(a.output))  # `make bench-cluster`'s section, measured apart
+    Path(a.output).write_text(md + ("\n" + kept if kept else ""))
     out_json = a.json or ROOT / "loadtest" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     write_json({"meta": meta, "args": vars(a), "rows": rows, "summary": summary, "service_stats": service_stats,
                 "verdicts": verdicts, "stages": stages}, out_json)

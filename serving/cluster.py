@@ -16,7 +16,11 @@ Each node is one `ray start --block` process (its own process group): it starts 
 processes, stops them all on SIGTERM, and kills them all when one dies (so a SIGKILLed raylet
 takes its node down, as a lost machine would). Worker nodes run Serve proxies on ports of their
 own (RAY_SERVE_WORKER_PROXY_HTTP_PORT / _GRPC_PORT); the head's proxy takes the ports of the
-Serve config.
+Serve config. (Ray advertises a node at the machine's own address even when told 127.0.0.1; the
+clients here call the proxies on 127.0.0.1.)
+
+Below the cluster: the chart's application on it (render_chart, chart_serve_config,
+serve_deploy, placement) and `python -m serving.cluster up | down | config` for `make cluster`.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -344,6 +347,16 @@ class LocalCluster:
         assert not node.alive(), f"{node.name} is still running"
         self._join(node, timeout_s, fresh_ports=True)
 
+    def add_worker(self, cpus: float = 1, timeout_s: float = 120) -> Node:
+        """One more worker node joins (worker-<n>), with Serve proxy ports of its own."""
+        ports = PortAllocator()
+        ports.taken = self.ports_in_use()
+        node = Node(f"worker-{len(self.workers)}", _node_ports(ports), [ports() for _ in range(WORKER_PORTS_PER_NODE)],
+                    serve_http_port=ports(), serve_grpc_port=ports(), num_cpus=cpus)
+        self.workers.append(node)
+        self._join(node, timeout_s)
+        return node
+
     def _join(self, node: Node, timeout_s: float, fresh_ports: bool = False, attempts: int = 3) -> None:
         """Start a worker node and wait until the GCS has it. On a busy machine a node can miss
         Ray's own start-up deadlines (its raylet waits 15 s for its agents, `ray start` 30 s for
@@ -367,18 +380,21 @@ class LocalCluster:
 
     # ---- stopping ------------------------------------------------------------------------
 
-    def stop(self, timeout_s: float = 30) -> None:
-        """Stop every node started here (workers first), then anything they left behind."""
+    def stop(self, timeout_s: float = 45) -> None:
+        """Stop every node started here, all at once (each `ray start` drains its node, then
+        stops its processes), then anything they left behind."""
+        procs, trees = [], []
         for node in [*self.workers, self.head]:
             proc = node.process()
             if proc is None:
                 continue
-            tree = proc.children(recursive=True)
+            trees += proc.children(recursive=True)
             try:
-                proc.send_signal(signal.SIGTERM)  # ray start stops its node's processes
+                proc.send_signal(signal.SIGTERM)
+                procs.append(proc)
             except psutil.Error:
                 pass
-            _finish([proc, *tree], timeout_s)
+        _finish([*procs, *trees], timeout_s)
         if self.redis is not None:
             self.redis.stop()
         _reap()
@@ -510,20 +526,58 @@ def on_loopback(config: dict, http_port: int, grpc_port: int) -> dict:
     return config
 
 
-def serve_deploy(cluster: LocalCluster, config: dict, timeout_s: float = 120) -> None:
+def serve_deploy(cluster: LocalCluster, config: dict, wait: bool = True, timeout_s: float = 600) -> None:
     """`serve deploy` the config to the cluster (through the dashboard's REST API, as KubeRay
-    does); returns once Serve accepted it (see wait_running)."""
+    does) and, with `wait`, return once Serve has rolled it out (see wait_rolled_out)."""
     import yaml
 
+    before = _app(cluster).get("last_deployed_time_s")
     path = Path(cluster.temp_dir) / f"serve-config-{time.monotonic_ns()}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     serve_cli = Path(sys.executable).parent / "serve"
     out = subprocess.run(
         [str(serve_cli) if serve_cli.exists() else "serve", "deploy", str(path), "-a", cluster.dashboard_url],
-        env=cluster.subprocess_env(), capture_output=True, text=True, timeout=timeout_s,
+        env=cluster.subprocess_env(), capture_output=True, text=True, timeout=120,
     )
     if out.returncode != 0:
         raise RuntimeError(f"serve deploy failed:\n{out.stdout}\n{out.stderr}")
+    if wait:
+        wait_rolled_out(cluster, before, timeout_s)
+
+
+def _app(cluster: LocalCluster, app: str = APP) -> dict:
+    try:
+        return (serve_status(cluster).get("applications") or {}).get(app) or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_rolled_out(cluster: LocalCluster, deployed_before: float | None = None, timeout_s: float = 600,
+                    app: str = APP) -> dict:
+    """Wait until Serve took the config deployed after `deployed_before` and rolled it out: the
+    application RUNNING, no deployment updating (or unhealthy), no replica stopping."""
+    status: dict = {}
+
+    def done() -> bool:
+        nonlocal status
+        status = _app(cluster, app)
+        if status.get("status") == "DEPLOY_FAILED":
+            raise RuntimeError(f"{app} failed to deploy: {status.get('message')}")
+        deployments = status.get("deployments") or {}
+        return (
+            status.get("last_deployed_time_s") not in (None, deployed_before)
+            and status.get("status") == "RUNNING"
+            and bool(deployments)
+            # Autoscaling may go on (UPSCALING, DOWNSCALING): the rollout itself is over.
+            and all(d.get("status") in ("HEALTHY", "UPSCALING", "DOWNSCALING") for d in deployments.values())
+            and not any(r.get("state") == "STOPPING" for d in deployments.values() for r in d.get("replicas", []))
+        )
+
+    try:
+        LocalCluster._wait(done, timeout_s, f"application {app} to roll out")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; last status: {json.dumps(status)[:3000]}") from None
+    return status
 
 
 def serve_status(cluster: LocalCluster) -> dict:
@@ -538,27 +592,6 @@ def replicas(cluster: LocalCluster, deployment: str, app: str = APP) -> list[dic
     apps = serve_status(cluster).get("applications") or {}
     found = (apps.get(app) or {}).get("deployments", {}).get(deployment, {}).get("replicas", [])
     return [{**r, "node": names.get(r.get("node_id"), "?")} for r in found]
-
-
-def wait_running(cluster: LocalCluster, timeout_s: float = 300, app: str = APP) -> dict:
-    """Wait until Serve says the application is RUNNING (every deployment healthy)."""
-    status: dict = {}
-
-    def running() -> bool:
-        nonlocal status
-        try:
-            status = (serve_status(cluster).get("applications") or {}).get(app) or {}
-        except (OSError, ValueError):
-            return False
-        if status.get("status") == "DEPLOY_FAILED":
-            raise RuntimeError(f"{app} failed to deploy: {status.get('message')}")
-        return status.get("status") == "RUNNING"
-
-    try:
-        LocalCluster._wait(running, timeout_s, f"application {app} to run")
-    except TimeoutError as exc:
-        raise TimeoutError(f"{exc}; last status: {json.dumps(status)[:3000]}") from None
-    return status
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -646,8 +679,7 @@ def up(args) -> int:
     http_port, grpc_port = args.http_port or ports(), args.grpc_port or ports()
     config = on_loopback(chart_serve_config(chart), http_port, grpc_port)
     print(f"deploying the chart's serveConfigV2 ({', '.join(map(str, args.values))}) to {cluster.dashboard_url}", flush=True)
-    serve_deploy(cluster, config)
-    wait_running(cluster, timeout_s=args.timeout_s)
+    serve_deploy(cluster, config, timeout_s=args.timeout_s)
     print(describe(cluster, http_port, grpc_port))
     return 0
 
@@ -693,6 +725,15 @@ def down(args) -> int:
     return 0
 
 
+def print_config(args) -> int:
+    """The chart's serveConfigV2, as `serve deploy` takes it (for a cluster of your own)."""
+    import yaml
+
+    print(yaml.safe_dump(chart_serve_config(render_chart(args.helm, args.chart, args.values or [], args.set)),
+                         sort_keys=False), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -702,18 +743,21 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start the cluster, Redis and the chart's application")
     p_up.add_argument("--workers", type=int, default=2)
     p_up.add_argument("--cpus-per-worker", type=int, default=1)
-    p_up.add_argument("--helm", default=os.environ.get("HELM") or shutil.which("helm") or ".tools/bin/helm")
-    p_up.add_argument("--chart", default="helm/embedserve")
-    p_up.add_argument("--values", type=Path, action="append", default=None,
-                      help="chart values files [helm/embedserve/ci/local-cluster-values.yaml]")
-    p_up.add_argument("--set", action="append", default=[], help="a chart value, as helm --set takes it")
     p_up.add_argument("--http-port", type=int, default=None, help="the head proxy's HTTP port [a free one]")
     p_up.add_argument("--grpc-port", type=int, default=None, help="the head proxy's gRPC port [a free one]")
     p_up.add_argument("--timeout-s", type=float, default=600)
     p_up.set_defaults(func=up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(func=down)
+    p_config = sub.add_parser("config", help="print the chart's serveConfigV2 (for `serve deploy` to a cluster of yours)")
+    for p in (p_up, p_config):
+        p.add_argument("--helm", default=os.environ.get("HELM") or shutil.which("helm") or ".tools/bin/helm")
+        p.add_argument("--chart", default="helm/embedserve")
+        p.add_argument("--values", type=Path, action="append", default=None,
+                       help="chart values files [up: helm/embedserve/ci/local-cluster-values.yaml; config: none]")
+        p.add_argument("--set", action="append", default=[], help="a chart value, as helm --set takes it")
+    p_config.set_defaults(func=print_config)
     args = parser.parse_args(argv)
-    if getattr(args, "values", "") is None:
+    if args.command == "up" and args.values is None:
         args.values = [Path(args.chart) / "ci" / "local-cluster-values.yaml"]
     return args.func(args)
 

@@ -31,7 +31,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, object_st
     store capped."""
     import ray
 
+    from serving.proxy import CALLBACK
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's proxies (started by the Ray this process starts) wrap their HTTP app in ours.
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", CALLBACK)
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return
@@ -134,9 +138,9 @@ def run_app(
     """Deploy the application on the running Ray Serve (returns at once; see App.wait_ready)."""
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import application
 
-    serve.run(build_app(settings=settings), name=name, route_prefix=route_prefix, blocking=False)
+    serve.run(application(settings), name=name, route_prefix=route_prefix, blocking=False)
     prefix = "" if route_prefix == "/" else route_prefix
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     http_port = http_port or settings.http_port

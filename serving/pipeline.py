@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field, replace
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, NamedTuple
 
 import numpy as np
 
@@ -27,8 +27,18 @@ from models.tokenizer import TextTokenizer, Truncate
 from models.windows import DEFAULT_MAX_WINDOWS, DEFAULT_WINDOW_OVERLAP, pool_windows
 from serving.cache import EmbeddingCache, KeySpace
 
-# (model key, token id arrays) -> (pooled vectors, the round they were computed in)
-EncodeFn = Callable[[str, list[np.ndarray]], Awaitable[tuple[np.ndarray, RoundInfo]]]
+
+
+class Encoded(NamedTuple):
+    """What an encoder call gives back."""
+
+    vectors: np.ndarray  # pooled, full-dimension, in the order of the call's sequences
+    info: RoundInfo  # the round they were computed in
+    revision: str  # the model version that computed them: the checksum of the ONNX file it ran
+
+
+# (model key, token id arrays) -> Encoded
+EncodeFn = Callable[[str, list[np.ndarray]], Awaitable[Encoded]]
 
 
 @dataclass(frozen=True)
@@ -257,8 +267,10 @@ class Pipeline:
         timings = {"cache": t1 - t0, "queue": 0.0, "inference": 0.0}
         batch = 0
         if missing:
-            fresh, queue_s, infer_s, batch = await self.encode_missing(rt, [units[first[k]] for k in missing])
+            fresh, queue_s, infer_s, batch, revisions = await self.encode_missing(rt, [units[first[k]] for k in missing])
             timings["queue"], timings["inference"] = queue_s, infer_s
+            if revisions != {space.revision}:
+                return await self.one_version(rt, space, keys, unique, [units[first[k]] for k in unique], timings)
             new = dict(zip(missing, fresh))
             self.cache.set_many(new)
             found.update(new)
@@ -270,13 +282,34 @@ class Pipeline:
         hits = sum(1 for k in keys if k not in missed)
         return out, hits, timings, batch
 
+    async def one_version(
+        self, rt: ModelRuntime, space: KeySpace, keys: list[str], unique: list[str], units: list[list[np.ndarray]],
+        timings: dict[str, float],
+    ) -> tuple[np.ndarray, int, dict[str, float], int]:
+        """Encoders of another model version answered (a rolling update is under way): the
+        request's chunks, or its chunks and its cache hits, came from two versions. One answer
+        must hold vectors of one model only, so every text goes again in one call (one replica,
+        one version); the cache keeps them only if that version is the one its keys name."""
+        t0 = time.perf_counter()
+        self.encoder_calls += 1
+        self.encoded_texts += len(units)
+        vectors, info, revision = await self.encode(rt.spec.key, [s for unit in units for s in unit])
+        vectors = pool_units(vectors, units)
+        timings["inference"] += info.inference_s
+        timings["queue"] += max(time.perf_counter() - t0 - info.inference_s, 0.0)
+        if revision == space.revision:
+            self.cache.set_many(dict(zip(unique, vectors)))
+        row = {k: i for i, k in enumerate(unique)}
+        return vectors[[row[k] for k in keys]], 0, timings, info.texts
+
     async def encode_missing(
         self, rt: ModelRuntime, units: list[list[np.ndarray]]
-    ) -> tuple[np.ndarray, float, float, int]:
+    ) -> tuple[np.ndarray, float, float, int, set[str]]:
         """One pooled vector per unit (a text's sequence, or a long text's windows). Every
         sequence goes out alone in length-sorted chunks, sent concurrently, so a big request
         interleaves with small ones in the encoders' rounds instead of starving them; a long
-        text's windows are pooled back together after."""
+        text's windows are pooled back together after. Also: the model versions (revisions)
+        that answered."""
         seqs = [s for unit in units for s in unit]
         chunks = split_sorted([len(s) for s in seqs], self.chunk_size, self.max_chunk_tokens)
         self.encoder_calls += len(chunks)
@@ -286,8 +319,8 @@ class Pipeline:
         wall = time.perf_counter() - t0
         out = np.empty((len(seqs), rt.spec.dimension), dtype=np.float32)
         inference, batch = 0.0, 0
-        for chunk, (vectors, info) in zip(chunks, results):
+        for chunk, (vectors, info, _) in zip(chunks, results):
             out[chunk] = vectors
             inference = max(inference, info.inference_s)
             batch = max(batch, info.texts)
-        return pool_units(out, units), max(wall - inference, 0.0), inference, batch
+        return pool_units(out, units), max(wall - inference, 0.0), inference, batch, {r.revision for r in results}

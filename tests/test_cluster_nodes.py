@@ -27,6 +27,7 @@ def test_a_head_without_cpus_and_worker_nodes_of_one_cpu(ray_cluster):
 
 def test_a_node_without_the_head_token_is_refused(ray_cluster):
     ports = PortAllocator()
+    ports.taken = ray_cluster.ports_in_use()
     intruder = Node("intruder", {k: ports() for k in ray_cluster.workers[0].ports}, [ports() for _ in range(4)],
                     num_cpus=1)
     env = ray_cluster.node_env_of(intruder)
