@@ -18,12 +18,13 @@ export TOKENIZERS_PARALLELISM := false
 TEST_ARTIFACTS := $(CURDIR)/.artifacts
 TEST_MODELS := all-MiniLM-L6-v2 all-mpnet-base-v2
 
-.PHONY: help install serve test export bench bench-quick profile soak redis-server tools proto openapi clean
+.PHONY: help install serve test export bench bench-batch bench-quick bench-cluster cluster cluster-down profile soak redis-server tools proto openapi clean
 
 help:
 	@echo "make serve   install, export the default model if missing, serve HTTP :8000 and gRPC :9000"
 	@echo "make test    install, export what the tests need, run the whole suite"
 	@echo "make bench   measure the service against raw ONNX Runtime and sentence-transformers"
+	@echo "make cluster a local multi-node Ray cluster running the chart's application (make cluster-down stops it)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,18 @@ tools: $(BIN)/python
 serve: install
 	$(BIN)/embedserve serve
 
+# A local multi-node Ray cluster: a head without CPUs and two worker nodes of one CPU (each its
+# own raylet, token auth, free ports, its own temp dir), a Redis shared by the Ingress replicas,
+# and the chart's serveConfigV2 deployed on it (helm/embedserve/ci/local-cluster-values.yaml).
+# `make cluster-down` stops exactly what it started (the pids in .cluster/state.json).
+HELM ?= $(shell command -v helm || echo $(CURDIR)/.tools/bin/helm)
+cluster: install redis-server tools
+	$(BIN)/embedserve export
+	$(BIN)/python -m serving.cluster up --helm $(HELM)
+
+cluster-down:
+	$(BIN)/python -m serving.cluster down
+
 export: install
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/embedserve export $(TEST_MODELS) --int8-weights
 
@@ -58,9 +71,22 @@ test: install redis-server export tools
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m pytest -p no:cacheprovider
 
 # Benchmarks run on the same exported artifacts as the tests; BENCH_ARGS e.g. "--runs 5".
+# The bulk job's section (loadtest.batch_bench) is appended to BENCHMARKS.md.
 bench: install export
 	$(PIP) install -q $(PIP_FLAGS) -e '.[export,test,bench]'
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.bench $(BENCH_ARGS)
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.batch_bench $(BATCH_BENCH_ARGS) \
+	  --markdown loadtest/results/batch-bench.md
+	{ echo; cat loadtest/results/batch-bench.md; } >> BENCHMARKS.md
+
+# The bulk job alone: 20,000 texts Parquet -> Parquet against the raw ceiling, memory at 20k and 200k.
+bench-batch: install export
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.batch_bench $(BATCH_BENCH_ARGS)
+
+# Scale-out: bulk texts/s on one worker node against two (1 CPU each, same texts); its own
+# section of BENCHMARKS.md.
+bench-cluster: install export tools
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.cluster_bench --helm $(HELM) $(BENCH_ARGS)
 
 bench-quick: install export
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.bench --quick

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest import sysinfo
+from loadtest.cluster_bench import kept_section
 from loadtest.engines import run_child
 from loadtest.generator import LoadConfig, run_load, write_json
 from loadtest.profile import breakdown, markdown_table
@@ -324,7 +325,7 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
             f"Each option in its own local Ray (the option is Ray Serve's environment), cache off except the cache-hit row; "
             f"{ia['texts']} texts a c32 run, {ia['idle_requests']} one-at-a-time requests an idle run, medians of "
             f"{ia['runs']} run(s). `direct` is what `embedserve serve` runs (and the service rows above); the Helm chart "
-            "and serve.yaml run `haproxy`. The raw batch-1 figure is the engine alone, one text at a time (tokenize + "
+            "and serve.yaml default to `proxy` (`serve.ingress.mode: haproxy` is one value away). The raw batch-1 figure is the engine alone, one text at a time (tokenize + "
             "run + pool, `python -m loadtest.engines raw1`).",
             "",
             ingress_table(ingress["summary"], ia["runs"], summary.get("raw", {}).get("texts_per_s")),
@@ -435,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         "engines": engines,
     }
     md = render(a, meta, rows, summary, verdicts, stages, ingress)
-    Path(a.output).write_text(md)
+    kept = kept_section(Path(a.output))  # `make bench-cluster`'s section, measured apart
+    Path(a.output).write_text(md + ("\n" + kept if kept else ""))
     out_json = a.json or ROOT / "loadtest" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     write_json({"meta": meta, "args": vars(a), "rows": rows, "summary": summary, "service_stats": service_stats,
                 "verdicts": verdicts, "stages": stages, "ingress": ingress}, out_json)

@@ -64,10 +64,15 @@ class Overloaded(EmbedError):
 
 
 class NotReady(EmbedError):
-    """The model is not loaded (yet) or a replica went away mid-request."""
+    """The model is not loaded (yet) or a replica went away mid-request: a passing state, so
+    the caller should retry (after `retry_after_s`)."""
 
     kind = "server_error"
     code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, **kw):
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s
 
 
 class InternalError(EmbedError):

@@ -6,7 +6,7 @@ Where the encoders run is a setting (`encoder_placement`):
            one worker process less on one machine);
   replica  one encoder deployment per model beside the ingress (`Encoder_<alias>`), scaled and
            given CPUs/GPUs apart from it: the cluster layout the Helm chart and serve.yaml use.
-`build_app` is the import path for `serve run` and the Helm chart."""
+`build_app` is the import path for `serve run`, `serve deploy` and the Helm chart."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import logging
 
 import numpy as np
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.config import BackpressureConfig
 from ray.serve.schema import LoggingConfig
 from ray.serve.handle import DeploymentHandle
@@ -22,7 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from models.artifacts import ModelArtifacts
 from models.backends import available_backends
 from models.backends.onnxruntime import gpu_available
-from models.batcher import ContinuousBatcher, RoundInfo
+from models.batcher import ContinuousBatcher
 from models.batching import round_tokens
 from models.encoder import EncodeStats, Encoder
 from models.specs import ModelSpec, resolve_model
@@ -33,10 +34,13 @@ from serving.frontend import Frontend
 from serving.http_api import build_http_app
 from serving.launch import running_ingress
 from serving.metrics import EncoderMetrics, IngressMetrics
-from serving.pipeline import ModelRuntime, Pipeline
+from serving.pipeline import Encoded, ModelRuntime, Pipeline
 from serving.settings import Settings
 
 log = logging.getLogger("ray.serve")
+
+
+ENCODER_ATTEMPTS = 3  # tries of one encoder call whose replica went away
 
 
 class LocalEncoder:
@@ -65,8 +69,9 @@ class LocalEncoder:
         if "batch_wait_timeout_ms" in config:
             self.batcher.max_wait_s = float(config["batch_wait_timeout_ms"]) / 1000
 
-    async def encode(self, seqs: list[np.ndarray], coming: int = 0) -> tuple[np.ndarray, RoundInfo]:
-        return await self.batcher.submit(seqs, coming)
+    async def encode(self, seqs: list[np.ndarray], coming: int = 0) -> Encoded:
+        vectors, info = await self.batcher.submit(seqs, coming)
+        return Encoded(vectors, info, self.encoder.checksum)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, health_check_period_s=5)
@@ -81,7 +86,7 @@ class EncoderReplica:
         """Batch size, token budget and wait time, retunable live through user_config."""
         self.local.reconfigure(config)
 
-    async def encode(self, seqs: list[np.ndarray], coming: int = 0) -> tuple[np.ndarray, RoundInfo]:
+    async def encode(self, seqs: list[np.ndarray], coming: int = 0) -> Encoded:
         """`coming`: requests the calling ingress has admitted that have not reached the encoders yet."""
         return await self.local.encode(seqs, coming)
 
@@ -159,12 +164,15 @@ class Ingress:
         self.timeout_s = s.request_timeout_s
         _Replica.frontend = self.frontend
 
-    async def _encode(self, key: str, seqs: list[np.ndarray], coming: int = 0) -> tuple[np.ndarray, RoundInfo]:
+    async def _encode(self, key: str, seqs: list[np.ndarray]) -> Encoded:
+        # Requests admitted here that have not reached the encoders: an idle encoder waits for
+        # them (and only for them) before its round.
+        coming = self.frontend.pipeline.on_the_way
         # asyncio.timeout, not wait_for: no extra task (a loop round trip) per call.
         async with asyncio.timeout(self.timeout_s):
             if key in self.local:
                 return await self.local[key].encode(seqs, coming)
-            return await self.encoders[key].encode.remote(seqs, coming)
+            return await self._remote(self.encoders[key], seqs, coming)
 
     async def _engine(self, key: str) -> dict:
         """What runs model `key`: this process's encoder, or (asked once) its encoder deployment's."""
@@ -174,8 +182,21 @@ class Ingress:
             self._engines[key] = await self.encoders[key].describe.remote()
         return self._engines[key]
 
+    @staticmethod
+    async def _remote(handle: DeploymentHandle, seqs: list[np.ndarray], coming: int = 0) -> Encoded:
+        """An encoder call is a pure function of its token ids: one whose replica died with it
+        (its node lost, the replica killed) goes again to a replica that lives (Serve's router
+        has dropped the dead one), within the request's deadline."""
+        for attempt in range(1, ENCODER_ATTEMPTS + 1):
+            try:
+                return await handle.encode.remote(seqs, coming)
+            except RayActorError:  # ActorDiedError, ActorUnavailableError
+                if attempt == ENCODER_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.1 * attempt)
+
     async def _probe(self, key: str) -> bool:
-        vectors, _ = await self._encode(key, [np.array([0], dtype=np.int64)])
+        vectors = (await self._encode(key, [np.array([0], dtype=np.int64)])).vectors
         return vectors.shape[0] == 1
 
     # ---- gRPC: embedserve.v1.EmbeddingService ---------------------------------------------
@@ -205,9 +226,15 @@ def deployment_name(model_key: str) -> str:
     return f"Encoder_{model_key}"
 
 
-def build_app(args: dict | None = None, settings: Settings | None = None) -> serve.Application:
-    """The application. `args` (from a Serve config) override EMBEDSERVE_* env vars."""
-    s = settings or Settings(**(args or {}))
+def build_app(args: dict) -> serve.Application:
+    """The application of a Serve config (`import_path: serving.app:build_app`): its `args`
+    override EMBEDSERVE_* env vars. Ray Serve calls a builder with exactly one argument."""
+    return application(Settings(**args))
+
+
+def application(s: Settings) -> serve.Application:
+    """The application for these settings: the Ingress and, with encoder_placement=replica,
+    one encoder deployment per model."""
     wire = s.model_dump(mode="json")
     for secret in ("redis_url", "api_keys"):
         value = getattr(s, secret)

@@ -12,14 +12,17 @@ from pathlib import Path
 from models.artifacts import ModelArtifacts
 from models.errors import ArtifactsMissing
 from models.specs import REGISTRY, resolve_model
+from serving import batch_job
 from serving.launch import App, IngressConfig, run_app, start_ray, start_serve, stop
 from serving.settings import Settings
 
 
 
-def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One --flag per Settings field; unset flags leave env vars and defaults in charge."""
+def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """One --flag per Settings field (or those named); unset flags leave env vars and defaults in charge."""
     for name, field in Settings.model_fields.items():
+        if names is not None and name not in names:
+            continue
         flag = "--" + name.replace("_", "-")
         env = "EMBEDSERVE_" + name.upper()
         parser.add_argument(flag, dest=name, default=None, help=f"{field.description} [env {env}]")
@@ -122,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     p_serve = sub.add_parser("serve", help="Serve the HTTP and gRPC APIs on a local or existing Ray.")
     add_settings_flags(p_serve)
     p_serve.set_defaults(func=serve_command)
+
+    p_batch = sub.add_parser("batch", help="Embed a corpus offline on Ray Data (JSONL, CSV, Parquet or an OpenAI batch file).",
+                             description=batch_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    batch_job.add_arguments(p_batch)
+    add_settings_flags(p_batch, batch_job.ENGINE_SETTINGS)
+    p_batch.set_defaults(func=batch_job.command)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -21,7 +21,7 @@ from models.postprocess import EncodingFormat, OutputOptions
 from models.tokenizer import Truncate
 from serving.errors import as_embed_error, http_status
 from serving.frontend import Frontend
-from serving.http_io import openapi_body, parse_body, read_json, timing_headers
+from serving.http_io import error_responses, openapi_body, parse_body, read_json, timing_headers
 from serving.pipeline import EmbedJob, EmbedOutcome
 
 TRUNCATE = {"NONE": Truncate.NONE, "START": Truncate.START, "END": Truncate.END, "WINDOW": Truncate.WINDOW}
@@ -106,17 +106,7 @@ class CohereError(BaseModel):
     message: str
 
 
-ERRORS = {
-    status: {"model": CohereError, "description": text}
-    for status, text in [
-        (400, "Invalid input or option"),
-        (401, "Missing or wrong API key"),
-        (404, "Unknown model"),
-        (413, "Payload too large"),
-        (429, "Overloaded: retry after Retry-After seconds"),
-        (503, "Not ready"),
-    ]
-}
+ERRORS = error_responses(CohereError)
 
 
 # ---- errors: the core's, in Cohere's shape ---------------------------------------------------

@@ -18,7 +18,7 @@ from models.tokenizer import Truncate
 from serving.cohere_api import add_cohere_routes
 from serving.errors import as_embed_error, error_body, http_status
 from serving.frontend import Frontend
-from serving.http_io import openapi_body, parse_body, read_json, timing_headers
+from serving.http_io import error_responses, openapi_body, parse_body, read_json, timing_headers
 from serving.pipeline import EmbedJob, EmbedOutcome
 from serving.protocol import (
     EmbeddingRequest,
@@ -29,17 +29,7 @@ from serving.protocol import (
     TokenizeResponse,
 )
 
-ERRORS = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in [
-        (400, "Invalid input or option"),
-        (401, "Missing or wrong API key"),
-        (404, "Unknown model"),
-        (413, "Payload too large"),
-        (429, "Overloaded: retry after Retry-After seconds"),
-        (503, "Not ready"),
-    ]
-}
+ERRORS = error_responses(ErrorResponse)
 
 
 def job_from_request(req: EmbeddingRequest) -> EmbedJob:

@@ -93,3 +93,18 @@ def openapi_body(model) -> dict:
             "content": {"application/json": {"schema": model.model_json_schema()}},
         }
     }
+
+
+ERROR_STATUSES = {
+    400: "Invalid input or option",
+    401: "Missing or wrong API key",
+    404: "Unknown model",
+    413: "Payload too large",
+    429: "Overloaded: retry after Retry-After seconds",
+    503: "Not ready",
+}
+
+
+def error_responses(model) -> dict:
+    """The OpenAPI `responses` of a route whose errors have the body `model`."""
+    return {status: {"model": model, "description": text} for status, text in ERROR_STATUSES.items()}

@@ -135,8 +135,12 @@ def start_ray(
     environment set for `ingress`."""
     import ray
 
+    from serving.proxy import CALLBACK
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.update((ingress or IngressConfig()).env())
+    # Ray's proxies (started by the Ray this process starts) wrap their HTTP app in ours.
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", CALLBACK)
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return
@@ -279,7 +283,7 @@ def run_app(settings: Settings, name: str = "embedserve", route_prefix: str = "/
     for it and learns where it listens)."""
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import application
 
-    serve.run(build_app(settings=settings), name=name, route_prefix=route_prefix, blocking=False)
+    serve.run(application(settings), name=name, route_prefix=route_prefix, blocking=False)
     return App(name, settings=settings)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field, replace
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, NamedTuple
 
 import numpy as np
 
@@ -29,9 +29,18 @@ from models.tokenizer import TextTokenizer, Truncate
 from models.windows import DEFAULT_MAX_WINDOWS, DEFAULT_WINDOW_OVERLAP, pool_windows
 from serving.cache import EmbeddingCache, KeySpace
 
-# (model key, token id arrays, how many more requests are on their way to the encoders)
-#   -> (pooled vectors, the round they were computed in)
-EncodeFn = Callable[[str, list[np.ndarray], int], Awaitable[tuple[np.ndarray, RoundInfo]]]
+
+
+class Encoded(NamedTuple):
+    """What an encoder call gives back."""
+
+    vectors: np.ndarray  # pooled, full-dimension, in the order of the call's sequences
+    info: RoundInfo  # the round they were computed in
+    revision: str  # the model version that computed them: the checksum of the ONNX file it ran
+
+
+# (model key, token id arrays) -> Encoded
+EncodeFn = Callable[[str, list[np.ndarray]], Awaitable[Encoded]]
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,12 @@ class ModelRuntime:
         table = prompt_table(spec.prompts, artifacts.prompts, prompts)
         return cls(spec, artifacts, variant, tokenizer, table, window_overlap, max_windows)
 
+    def units(self, texts: list[str], truncate: Truncate, prompt: str = "") -> list[list[np.ndarray]]:
+        """Per text, the sequences the model reads: one, or a long text's windows."""
+        if truncate is Truncate.WINDOW:
+            return self.tokenizer.windows(texts, self.window_overlap, self.max_windows, prompt)
+        return [[s] for s in self.tokenizer.encode(texts, truncate, prompt)]
+
     def keyspace(self, truncate: Truncate, prompt: str = "") -> KeySpace:
         """Made once per (truncation, prompt): its prefix is a hash of its fields."""
         space = self._spaces.get((truncate, prompt))
@@ -120,6 +135,13 @@ class ModelRuntime:
                 prompt=prompt,
             )
         return space
+
+
+def pool_units(vectors: np.ndarray, units: list[list[np.ndarray]]) -> np.ndarray:
+    """One vector per unit from one per sequence: a long text's windows pooled back together."""
+    if sum(len(u) for u in units) == len(units):
+        return vectors
+    return pool_windows(vectors, [len(s) for u in units for s in u], [len(u) for u in units])
 
 
 class Admission:
@@ -164,7 +186,8 @@ class Pipeline:
         self.max_chunk_tokens = max_chunk_tokens
         self.admission = Admission(max_in_flight, retry_after_s)
         # Requests admitted that have not reached the encoders yet (nor left without them): an
-        # idle encoder waits for these, and for nobody else (models.batcher).
+        # idle encoder waits for these, and for nobody else (models.batcher; the ingress hands
+        # the count with each encoder call).
         self.on_the_way = 0
         # Observed work: what reached the encoders (the cache's benefit shows here).
         self.encoder_calls = 0
@@ -193,22 +216,20 @@ class Pipeline:
                 if not t:
                     raise InvalidInput(f"input[{i}] is an empty string.", param="input")
 
-    async def tokenize(self, rt: ModelRuntime, job: EmbedJob, prompt: str = "") -> list[list[np.ndarray]]:
+    @staticmethod
+    def units(rt: ModelRuntime, job: EmbedJob, prompt: str = "") -> list[list[np.ndarray]]:
         """Per input, the sequences the model reads: one, or a long text's windows."""
         if job.texts is None:
             check_prompt(job, prompt)
             return [[s] for s in rt.tokenizer.encode_ids(job.token_ids, job.truncate)]
+        return rt.units(job.texts, job.truncate, prompt)
 
-        def work() -> list[list[np.ndarray]]:
-            if job.truncate is Truncate.WINDOW:
-                return rt.tokenizer.windows(job.texts, rt.window_overlap, rt.max_windows, prompt)
-            return [[s] for s in rt.tokenizer.encode(job.texts, job.truncate, prompt)]
-
+    async def tokenize(self, rt: ModelRuntime, job: EmbedJob, prompt: str = "") -> list[list[np.ndarray]]:
         # Inline only when small: a multi-megabyte text takes seconds to tokenize and would
         # stall every other request on this replica's event loop.
-        if len(job.texts) <= 8 and sum(len(t) for t in job.texts) <= 64 * 1024:
-            return work()
-        return await asyncio.to_thread(work)
+        if job.texts is None or (len(job.texts) <= 8 and sum(len(t) for t in job.texts) <= 64 * 1024):
+            return self.units(rt, job, prompt)
+        return await asyncio.to_thread(self.units, rt, job, prompt)
 
     async def embed(self, job: EmbedJob) -> EmbedOutcome:
         with self.admission:
@@ -263,21 +284,22 @@ class Pipeline:
         found = {k: v for k, v in zip(unique, cached) if v is not None and v.shape == (dim + ENTRY_EXTRA,)}
         missing = [k for k in unique if k not in found]
         timings = {"tokenize": 0.0, "cache": t1 - t0, "queue": 0.0, "inference": 0.0}
+
+        async def units_of(ks: list[str]) -> list[list[np.ndarray]]:
+            idx = [first[k] for k in ks]
+            if id_units is not None:
+                return [id_units[i] for i in idx]
+            return await self.tokenize(rt, replace(job, texts=[job.texts[i] for i in idx]), prompt)
+
         batch = 0
         if missing:
-            idx = [first[k] for k in missing]
-            if id_units is not None:
-                units = [id_units[i] for i in idx]
-            else:
-                units = await self.tokenize(rt, replace(job, texts=[job.texts[i] for i in idx]), prompt)
+            units = await units_of(missing)
             timings["tokenize"] = time.perf_counter() - t1
-            fresh, queue_s, infer_s, batch = await self.encode_missing(rt, units, ticket)
+            fresh, queue_s, infer_s, batch, revisions = await self.encode_missing(rt, units, ticket)
             timings["queue"], timings["inference"] = queue_s, infer_s
-            entries = np.empty((len(missing), dim + ENTRY_EXTRA), dtype=np.float32)
-            entries[:, :dim] = fresh
-            entries[:, dim] = [sum(len(s) for s in u) for u in units]  # exact in float32 below 2**24
-            entries[:, dim + 1] = [len(u) for u in units]
-            new = dict(zip(missing, entries))
+            if revisions != {space.revision}:
+                return await self.one_version(rt, space, keys, unique, await units_of(unique), timings)
+            new = dict(zip(missing, entries(fresh, units)))
             self.cache.set_many(new)
             found.update(new)
 
@@ -288,36 +310,65 @@ class Pipeline:
         hits = sum(1 for k in keys if k not in missed)
         return np.ascontiguousarray(out[:, :dim]), out[:, dim:], hits, timings, batch
 
+    async def one_version(
+        self, rt: ModelRuntime, space: KeySpace, keys: list[str], unique: list[str], units: list[list[np.ndarray]],
+        timings: dict[str, float],
+    ) -> tuple[np.ndarray, np.ndarray, int, dict[str, float], int]:
+        """Encoders of another model version answered (a rolling update is under way): the
+        request's chunks, or its chunks and its cache hits, came from two versions. One answer
+        must hold vectors of one model only, so every text goes again in one call (one replica,
+        one version); the cache keeps them only if that version is the one its keys name."""
+        t0 = time.perf_counter()
+        self.encoder_calls += 1
+        self.encoded_texts += len(units)
+        vectors, info, revision = await self.encode(rt.spec.key, [s for unit in units for s in unit])
+        vectors = pool_units(vectors, units)
+        timings["inference"] += info.inference_s
+        timings["queue"] += max(time.perf_counter() - t0 - info.inference_s, 0.0)
+        rows = entries(vectors, units)
+        if revision == space.revision:
+            self.cache.set_many(dict(zip(unique, rows)))
+        rows = rows[[{k: i for i, k in enumerate(unique)}[k] for k in keys]]
+        return np.ascontiguousarray(rows[:, : rt.spec.dimension]), rows[:, rt.spec.dimension :], 0, timings, info.texts
+
     async def encode_missing(
         self, rt: ModelRuntime, units: list[list[np.ndarray]], ticket: "_Ticket | None" = None
-    ) -> tuple[np.ndarray, float, float, int]:
+    ) -> tuple[np.ndarray, float, float, int, set[str]]:
         """One pooled vector per unit (a text's sequence, or a long text's windows). Every
         sequence goes out alone in length-sorted chunks, sent concurrently, so a big request
         interleaves with small ones in the encoders' rounds instead of starving them; a long
-        text's windows are pooled back together after."""
+        text's windows are pooled back together after. Also: the model versions (revisions)
+        that answered."""
         seqs = [s for unit in units for s in unit]
         chunks = split_sorted([len(s) for s in seqs], self.chunk_size, self.max_chunk_tokens)
         self.encoder_calls += len(chunks)
         self.encoded_texts += len(units)
-        if ticket is not None:
+        if ticket is not None:  # this request has reached the encoders: one fewer on its way
             ticket.arrive()
-        coming = self.on_the_way
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(self.encode(rt.spec.key, [seqs[i] for i in c], coming) for c in chunks))
+        results = await asyncio.gather(*(self.encode(rt.spec.key, [seqs[i] for i in c]) for c in chunks))
         wall = time.perf_counter() - t0
         out = np.empty((len(seqs), rt.spec.dimension), dtype=np.float32)
         inference, batch = 0.0, 0
-        for chunk, (vectors, info) in zip(chunks, results):
+        for chunk, (vectors, info, _) in zip(chunks, results):
             out[chunk] = vectors
             inference = max(inference, info.inference_s)
             batch = max(batch, info.texts)
-        if len(seqs) > len(units):
-            out = pool_windows(out, [len(s) for s in seqs], [len(u) for u in units])
-        return out, max(wall - inference, 0.0), inference, batch
+        return pool_units(out, units), max(wall - inference, 0.0), inference, batch, {r.revision for r in results}
 
 
 # What a cache entry holds after the vector: the input's token count and window count.
 ENTRY_EXTRA = 2
+
+
+def entries(vectors: np.ndarray, units: list[list[np.ndarray]]) -> np.ndarray:
+    """Cache entries: each pooled vector, then its input's token and window counts (exact in
+    float32 below 2**24)."""
+    out = np.empty((len(units), vectors.shape[1] + ENTRY_EXTRA), dtype=np.float32)
+    out[:, : vectors.shape[1]] = vectors
+    out[:, -2] = [sum(len(s) for s in u) for u in units]
+    out[:, -1] = [len(u) for u in units]
+    return out
 
 
 def check_prompt(job: EmbedJob, prompt: str) -> None:

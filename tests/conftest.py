@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.cluster import cluster_app, ray_cluster  # noqa: F401 (session fixtures: the multi-node cluster)
 from tests.support.service import RayServe, deploy
 
 SERVED_MODELS = ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]

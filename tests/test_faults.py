@@ -158,6 +158,7 @@ def test_encoder_replica_killed_under_load(plain):
         err = a.body["error"]
         assert err["type"] == "server_error" and err["code"] == "unavailable", err
         assert "replica" in err["message"] and "retry" in err["message"], err
+        assert a.retry_after is not None and int(a.retry_after) >= 1, a
     assert not [a for a in unavailable if a.sent_at + a.latency_s < events["killed"]], "503 before the kill"
     assert not wrong_vectors(result.answers, ref), "a wrong vector was served"
     assert codes[200] > 0

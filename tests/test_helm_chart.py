@@ -292,6 +292,15 @@ def test_every_ray_container_gets_the_ingress_switches_embedserve_serve_sets(hel
 
 
 @pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
+def test_every_serve_proxy_answers_requests_lost_with_a_replica(helm, values):
+    """Every Ray container runs Ray's HTTP proxy with embedserve's middleware (serving/proxy.py)."""
+    from serving.proxy import CALLBACK
+
+    for group, container in ray_containers(only(render(helm, values), "RayService")):
+        assert env_of(container)["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]["value"] == CALLBACK, group
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
 def test_every_pod_runs_as_non_root(helm, values):
     docs = render(helm, values)
     pod_specs = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]

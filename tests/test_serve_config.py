@@ -48,12 +48,15 @@ def app(config: dict) -> dict:
 
 def built(config: dict):
     """The application the config's import path and args build: Ray's finalized deployments."""
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
     from ray.serve._private.build_app import build_app as ray_build
 
     application = app(config)
     module, _, name = application["import_path"].partition(":")
     builder = getattr(importlib.import_module(module), name)
-    return ray_build(builder(application.get("args", {})), name=application["name"])
+    # As `serve deploy` / `serve run` call it (Ray checks the builder's signature there).
+    built_app = call_user_app_builder_with_args_if_necessary(builder, application.get("args", {}))
+    return ray_build(built_app, name=application["name"])
 
 
 def test_serve_yaml_is_a_valid_ray_serve_config(local):
@@ -124,3 +127,17 @@ def test_chart_overrides_fit_the_built_application(helm, values):  # noqa: F811
     for name, deployment in deployments.items():
         expected = gpus if name.startswith("Encoder_") else 0
         assert deployment.ray_actor_options.get("num_gpus", 0) == expected, name
+
+
+@pytest.mark.parametrize("mode", ["auto", "memory", "redis", "off"])
+def test_every_cache_mode_reaches_the_application_as_itself(helm, mode):  # noqa: F811
+    """`off` unquoted in YAML is the boolean false, which the application refuses."""
+    from serving.settings import Settings
+    from tests.test_helm_chart import RELEASE, run_helm
+
+    out = run_helm(helm, "template", RELEASE, str(CHART), "--set", f"cache.mode={mode}")
+    assert out.returncode == 0, out.stderr
+    (service,) = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "RayService"]
+    args = app(serve_config(service))["args"]
+    assert args["cache"] == mode
+    assert Settings(**args).cache == mode

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import httpx
 
+STOP = object()  # what an on_tick returns to end the load early
+
 # (path, json body, tag the check gets back) for the n-th request of a worker
 MakeRequest = Callable[[int, int], tuple[str, Any, Any]]
 
@@ -64,7 +66,8 @@ async def drive(
     on_tick: Callable[[float], Any] | None = None,
 ) -> Load:
     """`workers` closed-loop clients for `duration_s`; requests already sent finish (bounded
-    by `timeout_s`). `on_tick(elapsed)` runs in a thread every 0.25 s (fault injection)."""
+    by `timeout_s`). `on_tick(elapsed)` runs in a thread every 0.25 s (fault injection); when
+    it returns `STOP`, the clients stop sending sooner."""
     load = Load()
     start = time.monotonic()
     stop = start + duration_s
@@ -72,7 +75,7 @@ async def drive(
 
     async def worker(w: int, client: httpx.AsyncClient) -> None:
         n = 0
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and not stopped:
             path, body, tag = make(w, n)
             n += 1
             t0 = time.monotonic()
@@ -94,9 +97,13 @@ async def drive(
             if ans.status in (429, 503) or ans.status is None:
                 await asyncio.sleep(backoff_s)
 
+    stopped = False
+
     async def ticker() -> None:
-        while time.monotonic() < stop:
-            await asyncio.to_thread(on_tick, time.monotonic() - start)
+        nonlocal stopped
+        while time.monotonic() < stop and not stopped:
+            if await asyncio.to_thread(on_tick, time.monotonic() - start) is STOP:
+                stopped = True
             await asyncio.sleep(0.25)
 
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits, headers=headers or {}) as client:

@@ -138,7 +138,7 @@ applications:
       {{- if not $enc.autoscaling.enabled }}
       encoder_replicas: {{ $enc.replicas }}
       {{- end }}
-      cache: {{ .Values.cache.mode }}
+      cache: {{ .Values.cache.mode | quote }}
       {{- if not (kindIs "invalid" .Values.cache.ttlSeconds) }}
       cache_ttl_s: {{ .Values.cache.ttlSeconds }}
       {{- end }}
@@ -146,6 +146,9 @@ applications:
       - name: Ingress
         ray_actor_options:
           num_cpus: {{ $s.ingress.numCpus | float64 }}
+        {{- if not (kindIs "invalid" $s.ingress.maxReplicasPerNode) }}
+        max_replicas_per_node: {{ $s.ingress.maxReplicasPerNode }}
+        {{- end }}
       {{- if $enc.autoscaling.enabled }}
       {{- range .Values.models }}
       - name: {{ include "embedserve.encoderName" . }}
@@ -171,8 +174,12 @@ app.kubernetes.io/component: ray
 {{- end }}
 {{- end }}
 
-{{/* Environment of every Ray container: Ray Serve's ingress switches (read when Ray starts;
-serving.launch.IngressConfig.switches is the same), Redis URL, API keys, extraEnv. */}}
+{{/*
+Environment of every Ray container: Ray Serve's ingress switches (read when Ray starts;
+serving.launch.IngressConfig.switches is the same), the Serve proxy's middleware (a clean 503 +
+Retry-After for a request whose Ingress replica died with it, serving/proxy.py), Redis URL, API
+keys, extraEnv.
+*/}}
 {{- define "embedserve.env" -}}
 {{- $mode := .Values.serve.ingress.mode }}
 - name: EMBEDSERVE_INGRESS
@@ -185,6 +192,8 @@ serving.launch.IngressConfig.switches is the same), Redis URL, API keys, extraEn
   value: "0"
 - name: RAY_SERVE_HAPROXY_METRICS_ENABLED
   value: "0"
+- name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
+  value: "serving.proxy:middlewares"
 {{- if .Values.redis.enabled }}
 - name: EMBEDSERVE_REDIS_URL
   value: {{ printf "redis://%s:6379/0" (include "embedserve.redisName" .) | quote }}
