@@ -61,7 +61,7 @@ def ensure_exported(s: Settings) -> None:
 
 
 def start(s: Settings) -> App:
-    """Start (or join) Ray, start Ray Serve's proxies and run the application."""
+    """Start (or join) Ray with the ingress's environment, start Ray Serve and run the application."""
     ingress = IngressConfig.from_settings(s)
     start_ray(s.ray_address, object_store_mb=s.object_store_mb, ingress=ingress, metrics_port=s.metrics_port)
     start_serve(ingress)

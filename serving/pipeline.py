@@ -21,7 +21,7 @@ import numpy as np
 from models.artifacts import ModelArtifacts
 from models.batcher import RoundInfo
 from models.batching import split_sorted
-from models.errors import InvalidInput, InvalidOption, ModelNotFound, Overloaded, TooManyInputs
+from models.errors import EmbedError, InvalidInput, InvalidOption, ModelNotFound, Overloaded, TooManyInputs
 from models.postprocess import EncodingFormat, OutputOptions, postprocess_many, validate_options
 from models.prompts import prompt_table, resolve_prompt
 from models.specs import ModelSpec, resolve_model
@@ -289,7 +289,15 @@ class Pipeline:
             idx = [first[k] for k in ks]
             if id_units is not None:
                 return [id_units[i] for i in idx]
-            return await self.tokenize(rt, replace(job, texts=[job.texts[i] for i in idx]), prompt)
+            try:
+                return await self.tokenize(rt, replace(job, texts=[job.texts[i] for i in idx]), prompt)
+            except EmbedError:
+                # A text refused (too long for truncate none, too many windows): the error
+                # again over the whole request, so it names the input as the caller numbered it.
+                # (Hits passed these checks when they were embedded: the first refused input
+                # of the whole request is the first refused miss.)
+                await self.tokenize(rt, job, prompt)
+                raise
 
         batch = 0
         if missing:

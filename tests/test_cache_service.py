@@ -160,3 +160,12 @@ def test_a_text_too_long_for_truncate_none_is_refused_even_when_its_truncated_ve
     time.sleep(0.3)
     status, _, body = service.post("/v1/embeddings", {"model": M, "input": text, "truncate": "none"})
     assert status == 400 and "truncate is 'none'" in body["error"]["message"], body
+
+
+def test_a_refused_input_is_named_by_its_place_in_the_request_when_others_are_cached(service):
+    seen = f"a cached short text {time.time()}"
+    assert service.post("/v1/embeddings", {"model": M, "input": seen, "truncate": "none"})[0] == 200
+    time.sleep(0.3)
+    too_long = f"too long {time.time()} " + "many words " * 400
+    status, _, body = service.post("/v1/embeddings", {"model": M, "input": [seen, too_long], "truncate": "none"})
+    assert status == 400 and body["error"]["message"].startswith("input[1] "), body
