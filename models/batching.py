@@ -47,20 +47,22 @@ class CostModel:
 
 DEFAULT_COST = CostModel()
 
-# Shapes timed to fit a backend's cost model: (rows, width), one short text to 1k tokens (~2.5k
-# tokens in all: ~0.3 s a probe for all-MiniLM-L6-v2, ~1.5 s for all-mpnet-base-v2, on 2 cores).
-PROBE_SHAPES = ((1, 8), (1, 32), (1, 128), (1, 256), (4, 16), (4, 64), (8, 32), (8, 128), (2, 256))
+# Shapes timed to fit a backend's cost model: (rows, width), one short text to 256 tokens (~1k
+# tokens a pass, three passes: ~0.2 s for all-MiniLM-L6-v2 at bf16, ~2 s for all-mpnet-base-v2
+# at fp32, on 2 cores).
+PROBE_SHAPES = ((1, 8), (1, 32), (1, 64), (1, 128), (1, 256), (4, 16), (4, 32), (2, 64), (2, 128))
 
 
 def fit_cost_model(timings: list[tuple[int, int, float]], fallback: CostModel = DEFAULT_COST) -> CostModel:
     """Least squares of seconds = a + b * rows * width + c * rows * width^2 over measured runs
-    (rows, width, seconds). A fit that makes no physical sense (noise on a busy machine) gives
-    `fallback` instead."""
+    (rows, width, seconds), in relative terms (each run weighted by 1 / its time, so the short
+    runs that tell the fixed cost are not drowned by the long ones' noise). A fit that makes no
+    physical sense (noise on a busy machine) gives `fallback` instead."""
     if len(timings) < 3:
         return fallback
     x = np.array([[1.0, r * w, r * w * w] for r, w, _ in timings])
     y = np.array([t for _, _, t in timings])
-    (a, b, c), *_ = np.linalg.lstsq(x, y, rcond=None)
+    (a, b, c), *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
     if b <= 0 or a < 0:
         return fallback
     overhead = a / b

@@ -163,21 +163,24 @@ class Encoder:
         pooled = self.encode_ids(self.tokenize(texts, truncate))
         return postprocess(pooled, self.spec, opts, self.artifacts.int8_scales)
 
-    def measure_cost_model(self, repeats: int = 2) -> CostModel:
+    def measure_cost_model(self, min_s: float = 0.02, max_repeats: int = 10) -> CostModel:
         """Times a few batch shapes on the running session and fits its cost model (the fixed
-        cost of a run against the cost of a token), so batch planning fits this backend."""
+        cost of a run against the cost of a token), so batch planning fits this backend. Each
+        shape: one untimed run (allocations), then the fastest of runs repeated until `min_s`
+        has passed (at least two, at most `max_repeats`): quick shapes get more samples."""
         rng = np.random.default_rng(0)
         timings = []
         for rows, width in PROBE_SHAPES:
             width = min(width, self.spec.max_seq_length)
             ids = rng.integers(1000, 2000, size=(rows, width), dtype=np.int64)
             mask = np.ones_like(ids)
-            self.session.run(ids, mask)  # first run of a shape: allocations
-            best = float("inf")
-            for _ in range(repeats):
+            self.session.run(ids, mask)
+            best, spent, n = float("inf"), 0.0, 0
+            while n < 2 or (spent < min_s and n < max_repeats):
                 t = time.perf_counter()
                 self.session.run(ids, mask)
-                best = min(best, time.perf_counter() - t)
+                took = time.perf_counter() - t
+                best, spent, n = min(best, took), spent + took, n + 1
             timings.append((rows, width, best))
         return fit_cost_model(timings)
 
