@@ -10,11 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Measured on 2 CPU cores (all-MiniLM-L6-v2, real texts of ~59 tokens): up to 64 texts and
-# 1,024 padded tokens per ONNX Runtime run gave 121 texts/s; 32 / 8,192 gave 112.
+# Measured on 2 CPU cores, all-MiniLM-L6-v2, 2,000 corpus texts (`python -m loadtest.sweep`,
+# medians of two sweeps of 3 runs): OpenVINO bf16 with up to 64 texts a run gave 388 texts/s at
+# 1,024 padded tokens a run, 420 at 2,048, 387 at 4,096; two streams 384 (1,024) and 402
+# (4,096): within the run-to-run spread (+-10%), 2,048 and one stream ahead. (ONNX Runtime fp32
+# before: 121 texts/s at 64 / 1,024, 112 at 32 / 8,192.)
 DEFAULT_MAX_BATCH_SIZE = 64
-DEFAULT_MAX_BATCH_TOKENS = 1024
-# A dynamic-batching round gathers this many ONNX Runtime runs' worth of tokens from concurrent
+DEFAULT_MAX_BATCH_TOKENS = 2048
+# A dynamic-batching round gathers this many encoder runs' worth of tokens from concurrent
 # calls, so requests that arrive together are length-sorted together.
 RUNS_PER_ROUND = 16
 
