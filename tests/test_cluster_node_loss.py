@@ -78,5 +78,7 @@ def test_a_worker_node_lost_under_load(cluster_app):
 
     # A replacement encoder started on the remaining node while the other was gone...
     assert "replaced" in ev, f"no replacement encoder on {ev['survivor']} within 60 s: {layouts}"
-    # ...and the lost node's replicas (its Ingress, encoders) came back on it when it rejoined.
+    # ...and the lost node's replicas (its Ingress, encoders) came back on it when it rejoined:
+    # Serve never moves running replicas, so this rests on the chart's spread (one Ingress, two
+    # encoders a node): the replicas the remaining node had no room for wait for the node.
     assert "back" in ev, f"no replicas on {ev['victim']} after it rejoined: {layouts[-1]}"

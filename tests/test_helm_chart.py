@@ -337,6 +337,20 @@ def test_defaults_autoscale_on_cpu_with_chart_redis(helm):
     assert not [d for d in docs if d["kind"] == "Secret"]
 
 
+@pytest.mark.parametrize("autoscaling", [True, False])
+def test_encoder_replicas_per_node_bound_with_or_without_autoscaling(helm, autoscaling, tmp_path):
+    """serve.encoder.maxReplicasPerNode becomes each encoder deployment's max_replicas_per_node,
+    whether Serve autoscales it or runs a fixed count; unset, no bound is rendered."""
+    values = tmp_path / "spread.yaml"
+    values.write_text(f"serve:\n  encoder:\n    maxReplicasPerNode: 2\n    autoscaling:\n      enabled: {str(autoscaling).lower()}\n")
+    app = serve_config(only(render(helm, values), "RayService"))["applications"][0]
+    encoder = next(d for d in app["deployments"] if d["name"] == "Encoder_all-minilm-l6-v2")
+    assert encoder["max_replicas_per_node"] == 2
+    assert ("num_replicas" in encoder) is autoscaling and ("encoder_replicas" in app["args"]) is not autoscaling
+    default = serve_config(only(render(helm, None), "RayService"))["applications"][0]
+    assert all("max_replicas_per_node" not in d for d in default["deployments"] if d["name"].startswith("Encoder_"))
+
+
 def test_gpu_values_add_a_gpu_group_that_runs_the_encoders(helm):
     rayservice = only(render(helm, CHART / "ci" / "gpu-values.yaml"), "RayService")
     groups = {g["groupName"]: g for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]}

@@ -149,9 +149,13 @@ applications:
         {{- if not (kindIs "invalid" $s.ingress.maxReplicasPerNode) }}
         max_replicas_per_node: {{ $s.ingress.maxReplicasPerNode }}
         {{- end }}
-      {{- if $enc.autoscaling.enabled }}
+      {{- if or $enc.autoscaling.enabled (not (kindIs "invalid" $enc.maxReplicasPerNode)) }}
       {{- range .Values.models }}
       - name: {{ include "embedserve.encoderName" . }}
+        {{- if not (kindIs "invalid" $enc.maxReplicasPerNode) }}
+        max_replicas_per_node: {{ $enc.maxReplicasPerNode }}
+        {{- end }}
+        {{- if $enc.autoscaling.enabled }}
         num_replicas: auto
         autoscaling_config:
           min_replicas: {{ $enc.autoscaling.minReplicas }}
@@ -159,6 +163,7 @@ applications:
           target_ongoing_requests: {{ $enc.autoscaling.targetOngoingRequests | float64 }}
           upscale_delay_s: {{ $enc.autoscaling.upscaleDelayS | float64 }}
           downscale_delay_s: {{ $enc.autoscaling.downscaleDelayS | float64 }}
+        {{- end }}
       {{- end }}
       {{- end }}
 {{- end }}
