@@ -6,6 +6,7 @@ and installs beside onnxruntime instead of replacing it."""
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from pathlib import Path
 
@@ -25,6 +26,12 @@ def core() -> ov.Core:
     return ov.Core()
 
 
+def pins_shared_cores(threads: int) -> bool:
+    """True where OpenVINO's default thread pinning would crowd engines that share the cores:
+    the engine runs fewer threads than the process may use, so others run beside it."""
+    return 0 < threads < len(os.sched_getaffinity(0))
+
+
 class OpenVinoSession:
     backend = "openvino"
 
@@ -38,6 +45,12 @@ class OpenVinoSession:
         }
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = str(threads)
+        if pins_shared_cores(threads):
+            # OpenVINO pins its threads to the first cores of the process's mask, as if it had the
+            # machine to itself: two 1-thread engines (the bulk job's actors, encoder replicas of
+            # a node) both land on core 0 while core 1 idles. Fewer threads than cores: let the OS
+            # place them.
+            config["ENABLE_CPU_PINNING"] = "NO"
         model = core().read_model(str(path))
         self.compiled = core().compile_model(model, "CPU", config)
         self.input_names = {p.get_any_name() for p in self.compiled.inputs}
