@@ -6,7 +6,9 @@ signal answered by a clean exit."""
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.grpc_gen import embedding_pb2_grpc as pbg
-from tests.support.service import ROOT, App, artifact_dir, free_port
+from tests.support.service import ROOT, App, artifact_dir
 
 pytestmark = pytest.mark.integration
 
@@ -25,9 +27,27 @@ M = "all-MiniLM-L6-v2"
 KEY = "ingress-test-key"
 
 
+def quiet_ports(n: int, low: int = 20000, high: int = 29999) -> list[int]:
+    """n ports in [low, high] that nothing listens on now (nothing on this machine draws from there)."""
+    ports = []
+    for port in random.sample(range(low, high), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise RuntimeError(f"no {n} free ports in {low}-{high}")
+
+
 @pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
 def test_the_cli_serves_http_and_grpc_on_its_ports_through_each_ingress(tmp_path, ingress):
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    # Ports below the OS's ephemeral range (and Ray's direct-ingress ranges at 30000 / 40000):
+    # a port drawn from the ephemeral range can be taken, SO_REUSEPORT and all, by another Serve
+    # replica on this machine before HAProxy binds it (once, a keyless call was answered).
+    http_port, grpc_port, metrics_port = quiet_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                EMBEDSERVE_API_KEYS=KEY)
