@@ -34,6 +34,11 @@ def service_answer(service, texts: list[str], **options) -> list:
     return out
 
 
+def served_engine(service) -> dict:
+    """What the service runs for MODEL (variant, precision), from /v1/models."""
+    return next(m["engine"] for m in service.get("/v1/models")[2]["data"] if m["id"].endswith(MODEL))
+
+
 def test_float_vectors_and_token_counts_equal_the_services(service, corpus, tmp_path):
     path, ids, texts = corpus
     summary = run_in_process(path, tmp_path / "out", shard_rows=32, workers=2)
@@ -41,7 +46,7 @@ def test_float_vectors_and_token_counts_equal_the_services(service, corpus, tmp_
     got_ids, vectors, tokens = read_vectors(tmp_path / "out")
     assert got_ids == ids  # every row once, in input order
     assert vectors.dtype == np.float32 and vectors.shape == (N, 384)
-    engine = next(m["engine"] for m in service.get("/v1/models")[2]["data"] if m["id"].endswith(MODEL))
+    engine = served_engine(service)
     assert set(summary.variants) == {engine["variant"]}  # the same variant as the service
     want = np.array(service_answer(service, texts), dtype=np.float32)
     if engine["precision"] == "fp32":
@@ -83,7 +88,7 @@ def test_quantized_vectors_are_the_services(service, corpus, tmp_path, encoding_
     # fp32 is the same to ~1e-7 whatever the batch; bf16 rounds differently when a text is padded
     # to another width (cosine >= 0.99999 above), which moves codes on a rounding edge: measured
     # 0.993 of int8 codes equal (0.9999 of ubinary bits) against > 0.999 under fp32.
-    engine = next(m["engine"] for m in service.get("/v1/models")[2]["data"] if m["id"].endswith(MODEL))
+    engine = served_engine(service)
     same = 0.999 if engine["precision"] == "fp32" else 0.98
     print(f"bulk vs service {encoding_format} ({engine['variant']}): {(diff == 0).mean():.4f} equal")
     assert (diff == 0).mean() > same

@@ -23,24 +23,22 @@ def test_encoder_replicas_on_both_worker_nodes_answer_requests(cluster_app):
         batch = [next(texts) for _ in range(1 + n % 3)]
         return "/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": batch}, batch
 
-    spread_at: list[float] = []
+    spread_at: dict = {}  # when the encoders first ran on both nodes, and that layout
 
     def spread(t: float):
         seen.append(cluster_app.placement())
         if not spread_at and set(seen[-1].get(ENCODER, [])) == {"worker-0", "worker-1"} and t > 10:
-            spread_at.append(t)
-            layouts.append(seen[-1])
+            spread_at.update(t=t, layout=seen[-1])
         # Keep the load on a while longer, so the replica that just started on the second node
         # gets calls too (stopping at once left it none).
-        return load.STOP if spread_at and t - spread_at[0] >= 15 else None
+        return load.STOP if spread_at and t - spread_at["t"] >= 15 else None
 
-    layouts: list[dict] = []
     # Load enough that Serve autoscales the encoders past one replica; until they run on both.
     result = load.run(cluster_app.url(), request, workers=8, duration_s=150, timeout_s=90, on_tick=spread)
-    print("placement:", result.summary(), layouts or seen[-1], "then", seen[-1])
+    print("placement:", result.summary(), spread_at.get("layout"), "then", seen[-1])
     assert result.statuses() == {200: len(result.answers)}, result.summary()
-    assert layouts, seen[-1]
-    layout = layouts[0]
+    assert spread_at, seen[-1]
+    layout = spread_at["layout"]
     assert set(layout[ENCODER]) == {"worker-0", "worker-1"}, layout
     assert sorted(layout[INGRESS]) == ["worker-0", "worker-1"], layout  # one per node (maxReplicasPerNode)
     assert "head" not in {n for nodes in layout.values() for n in nodes}

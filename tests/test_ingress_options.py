@@ -6,9 +6,7 @@ signal answered by a clean exit."""
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,27 +17,13 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.grpc_gen import embedding_pb2_grpc as pbg
+from tests.support.redis_server import quiet_ports
 from tests.support.service import ROOT, App, artifact_dir
 
 pytestmark = pytest.mark.integration
 
 M = "all-MiniLM-L6-v2"
 KEY = "ingress-test-key"
-
-
-def quiet_ports(n: int, low: int = 20000, high: int = 29999) -> list[int]:
-    """n ports in [low, high] that nothing listens on now (nothing on this machine draws from there)."""
-    ports = []
-    for port in random.sample(range(low, high), 200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == n:
-            return ports
-    raise RuntimeError(f"no {n} free ports in {low}-{high}")
 
 
 @pytest.mark.parametrize("ingress", ["haproxy", "proxy"])

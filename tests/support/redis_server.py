@@ -10,6 +10,7 @@ always stops it.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,6 +33,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def quiet_ports(n: int, low: int = 20000, high: int = 29999) -> list[int]:
+    """n ports in [low, high] that nothing listens on now (nothing on this machine draws from there)."""
+    ports = []
+    for port in random.sample(range(low, high), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise RuntimeError(f"no {n} free ports in {low}-{high}")
 
 
 class RedisServer:
