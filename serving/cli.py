@@ -13,7 +13,7 @@ from models.artifacts import ModelArtifacts
 from models.errors import ArtifactsMissing
 from models.specs import REGISTRY, resolve_model
 from serving import batch_job
-from serving.launch import App, IngressConfig, run_app, start_ray, start_serve, stop
+from serving.launch import App, IngressConfig, PortInUse, check_ports, run_app, start_ray, start_serve, stop
 from serving.settings import Settings
 
 
@@ -77,6 +77,12 @@ def serve_command(args) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.set())
 
+    if not s.ray_address:  # this machine's own Ray: its ports are ours to take
+        try:
+            check_ports({"--http-port": s.http_port, "--grpc-port": s.grpc_port, "--metrics-port": s.metrics_port})
+        except PortInUse as exc:
+            print(f"embedserve: {exc}", file=sys.stderr)
+            return 2
     # From the start: the app answers before wait_ready() returns, and a signal in that window
     # would otherwise kill the process with requests in flight.
     trap_signals()

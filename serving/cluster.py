@@ -42,6 +42,8 @@ from pathlib import Path
 
 import psutil
 
+from serving.launch import listened_on
+
 NODE_LABEL = "embedserve.local/node"  # head, worker-0, worker-1, ...
 WORKER_PORTS_PER_NODE = 32  # ports for the node's worker processes (one per Ray worker)
 
@@ -65,20 +67,10 @@ class PortAllocator:
     def __call__(self) -> int:
         for _ in range(1000):
             port = self.random.randint(self.LOW, self.high)
-            if port not in self.taken and _bindable(port):
+            if port not in self.taken and not listened_on(port):
                 self.taken.add(port)
                 return port
         raise RuntimeError(f"no free port found in {self.LOW}-{self.high}")
-
-
-def _bindable(port: int) -> bool:
-    """Nobody listens on the port, on any interface (Ray binds the node's address)."""
-    with socket.socket() as s:
-        try:
-            s.bind(("", port))
-            return True
-        except OSError:
-            return False
 
 
 @dataclass

@@ -27,6 +27,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listened_on(port: int, host: str = "") -> bool:
+    """Something on this machine listens on `port` (any interface unless `host` is given). A
+    bind that ignores TIME_WAIT (SO_REUSEADDR) but not a listener, SO_REUSEPORT or not: gRPC
+    servers and HAProxy bind with SO_REUSEPORT, so a second one on a taken port starts without
+    complaint and the kernel splits the connections between the two."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return False
+        except OSError:
+            return True
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+def check_ports(ports: dict[str, int]) -> None:
+    """Raises PortInUse naming every port of `ports` (a flag or setting: its port; 0 = off)
+    that another process listens on, before anything starts on them."""
+    taken = [f"{port} ({name})" for name, port in ports.items() if port and listened_on(port)]
+    if taken:
+        raise PortInUse(
+            f"port {', '.join(taken)} already in use on this machine: another process would answer "
+            "part of the requests sent there. Stop it, or choose other ports."
+        )
+
+
 # Ports one node's direct-ingress replicas take, from the HTTP (gRPC) port up: one a replica.
 DIRECT_PORT_SPAN = 64
 # Seconds a stopping direct-ingress replica on this machine keeps its port open for new requests.

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent import futures
 
 import grpc
 import pytest
@@ -78,3 +79,25 @@ def test_the_cli_serves_http_and_grpc_on_its_ports_through_each_ingress(tmp_path
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_the_cli_refuses_ports_another_process_listens_on():
+    # gRPC servers (Ray's replicas, HAProxy too) bind with SO_REUSEPORT: a second server on a
+    # taken port would start without complaint and the kernel would hand it part of the calls.
+    http_port, grpc_port, metrics_port = quiet_ports(3)
+    other = grpc.server(futures.ThreadPoolExecutor(1))
+    assert other.add_insecure_port(f"127.0.0.1:{grpc_port}") == grpc_port
+    other.start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+        env.update(PYTHONPATH=str(ROOT), EMBEDSERVE_API_KEYS=KEY)
+        done = subprocess.run(
+            [sys.executable, "-m", "serving.cli", "serve", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+             "--metrics-port", str(metrics_port), "--models", M, "--artifact-dir", str(artifact_dir())],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        other.stop(None)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"port {grpc_port} (--grpc-port) already in use" in done.stderr, done.stderr
+    assert str(http_port) not in done.stderr and "Ctrl-C stops it" not in done.stdout
