@@ -20,6 +20,14 @@ PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
+# Input shapes whose compiled kernels and buffers OpenVINO's CPU plugin keeps (LRU). Its default,
+# 5,000, grows a replica by ~0.8 MiB for each new (batch, length) shape it meets, and dynamic
+# batching meets thousands: a service replica went from 497 to 792 MiB in four passes of the
+# corpus, still growing. 128 keeps the engine within ~220 MiB of its loaded size at the same
+# speed (measured: loadtest/FINDINGS.md, "Memory: OpenVINO's cache of shapes").
+RUNTIME_CACHE_SHAPES = 128
+
+
 @functools.lru_cache(maxsize=1)
 def core() -> ov.Core:
     """One OpenVINO Core per process (it owns the plugins and their thread pools)."""
@@ -35,13 +43,17 @@ def pins_shared_cores(threads: int) -> bool:
 class OpenVinoSession:
     backend = "openvino"
 
-    def __init__(self, path: Path, precision: str = "fp32", threads: int = 0, streams: int = 1):
+    def __init__(
+        self, path: Path, precision: str = "fp32", threads: int = 0, streams: int = 1,
+        cached_shapes: int = RUNTIME_CACHE_SHAPES,
+    ):
         if precision not in PRECISION_HINTS:
             raise ValueError(f"OpenVINO runs fp32 or bf16 here, not {precision}")
         config = {
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": str(max(1, streams)),
+            "CPU_RUNTIME_CACHE_CAPACITY": str(cached_shapes),
         }
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = str(threads)
