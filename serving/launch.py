@@ -27,15 +27,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def listened_on(port: int, host: str = "") -> bool:
-    """Something on this machine listens on `port` (any interface unless `host` is given). A
+def listened_on(port: int) -> bool:
+    """Something on this machine listens on `port`, on any interface. A
     bind that ignores TIME_WAIT (SO_REUSEADDR) but not a listener, SO_REUSEPORT or not: gRPC
     servers and HAProxy bind with SO_REUSEPORT, so a second one on a taken port starts without
     complaint and the kernel splits the connections between the two."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host, port))
+            s.bind(("", port))
             return False
         except OSError:
             return True
