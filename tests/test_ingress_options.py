@@ -27,15 +27,21 @@ M = "all-MiniLM-L6-v2"
 KEY = "ingress-test-key"
 
 
+def cli_env() -> dict[str, str]:
+    """The CLI's environment: a Ray of its own (not the session's), offline, API keys on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               EMBEDSERVE_API_KEYS=KEY)
+    return env
+
+
 @pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
 def test_the_cli_serves_http_and_grpc_on_its_ports_through_each_ingress(tmp_path, ingress):
     # Ports below the OS's ephemeral range (and Ray's direct-ingress ranges at 30000 / 40000):
     # a port drawn from the ephemeral range can be taken, SO_REUSEPORT and all, by another Serve
     # replica on this machine before HAProxy binds it (once, a keyless call was answered).
     http_port, grpc_port, metrics_port = quiet_ports(3)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               EMBEDSERVE_API_KEYS=KEY)
+    env = cli_env()
     log = open(tmp_path / "serve.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "serving.cli", "serve", "--ingress", ingress, "--http-port", str(http_port),
@@ -89,12 +95,10 @@ def test_the_cli_refuses_ports_another_process_listens_on():
     assert other.add_insecure_port(f"127.0.0.1:{grpc_port}") == grpc_port
     other.start()
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-        env.update(PYTHONPATH=str(ROOT), EMBEDSERVE_API_KEYS=KEY)
         done = subprocess.run(
             [sys.executable, "-m", "serving.cli", "serve", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
              "--metrics-port", str(metrics_port), "--models", M, "--artifact-dir", str(artifact_dir())],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+            cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120,
         )
     finally:
         other.stop(None)
