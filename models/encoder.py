@@ -136,12 +136,17 @@ class Encoder:
     def tokenize(self, texts: list[str], truncate: Truncate = Truncate.END) -> list[np.ndarray]:
         return self.tokenizer.encode(texts, truncate)
 
-    def encode_ids(self, seqs: list[np.ndarray], stats: EncodeStats | None = None) -> np.ndarray:
-        """Pooled full-dimension vectors (float32, not normalized), in input order."""
+    def encode_ids(
+        self, seqs: list[np.ndarray], stats: EncodeStats | None = None, cost: CostModel | None = None
+    ) -> np.ndarray:
+        """Pooled full-dimension vectors (float32, not normalized), in input order. The runs are
+        planned with `cost`, else with the cost model measured at load (which varies a little
+        from one load to the next: a caller that must give the same bytes for the same rows, like
+        the bulk job, passes a fixed one)."""
         out = np.empty((len(seqs), self.spec.dimension), dtype=np.float32)
         if not seqs:
             return out
-        plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, self.cost)
+        plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, cost or self.cost)
         padded = [pad_batch([seqs[i] for i in batch], self.spec.pad_token_id) for batch in plan]
         t0 = time.perf_counter()
         pooled = self.session.run_reduced(padded, lambda hidden, mask: pool(self.spec.pooling, hidden, mask))

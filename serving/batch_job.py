@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 
 from models.artifacts import ModelArtifacts
-from models.batching import RUNS_PER_ROUND, round_tokens, split_sorted
+from models.batching import DEFAULT_COST, RUNS_PER_ROUND, CostModel, round_tokens, split_sorted
 from models.encoder import Encoder
 from models.errors import EmbedError, InputTooLong
 from models.postprocess import OutputOptions, parse_format, postprocess, validate_options
@@ -47,7 +47,13 @@ from serving.batch_io import Columns, InputError, Problem, Shard
 from serving.pipeline import EmbedJob, ModelRuntime, pool_units
 from serving.settings import Settings
 
-JOB_VERSION = 1
+JOB_VERSION = 2
+# Every shard's runs are planned with this fixed cost model, never with the one an engine
+# measures at load (its fit moves a little with each load's timings). Under bf16 a vector moves
+# ~1e-4 with the shape of its run and its companions there, so the same rows give the same bytes
+# only when they are cut into the same runs: with this, a shard's plan depends on its rows and
+# the job's options alone, not on timing, workers or what else ran (README, "Bulk embedding").
+JOB_COST = DEFAULT_COST
 # Records a shard when --shard-rows is not given: about 1/64 of the input, a multiple of the
 # first, at most the second; texts (text inputs) or requests (OpenAI batch files, up to 2,048
 # texts each).
@@ -189,6 +195,7 @@ def prepare(opts: BatchOptions, s: Settings) -> Job:
         "inputs": [{"path": str(f), "size": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns} for f in files],
         "model": spec.id, "variant": s.variant, "export": export, "options": options,
         "text_column": opts.text_column, "id_column": opts.id_column, "shard_rows": opts.shard_rows,
+        "plan": run_plan(s),
     }
     fingerprint = hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     layout = Layout(Path(opts.output).expanduser().resolve())
@@ -256,6 +263,13 @@ def export_identity(artifacts: ModelArtifacts) -> str:
     return hashlib.sha256(orjson.dumps(held, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def run_plan(s: Settings) -> dict:
+    """What cuts a shard's texts into the engine's runs; with the rows, all a shard's bytes
+    depend on (beside the engine each manifest records)."""
+    return {"max_batch_size": s.max_batch_size, "max_batch_tokens": s.max_batch_tokens,
+            "runs_per_round": RUNS_PER_ROUND, "cost_model": asdict(JOB_COST)}
+
+
 def build_encoder(spec: ModelSpec, s: Settings) -> Encoder:
     """The engine as serving/app.py's LocalEncoder builds it, from the same Settings. Inference
     threads default to the actor's CPUs (not every core: the pool fills the cores)."""
@@ -271,15 +285,16 @@ def runtime_for(spec: ModelSpec, s: Settings, variant: str) -> ModelRuntime:
                              window_overlap=s.window_overlap_tokens, max_windows=s.max_windows_per_text)
 
 
-def encode_sorted(encoder: Encoder, seqs: list[np.ndarray], tick=lambda n: None) -> np.ndarray:
+def encode_sorted(encoder: Encoder, seqs: list[np.ndarray], tick=lambda n: None, cost: CostModel = JOB_COST) -> np.ndarray:
     """Pooled full-dimension vectors, in input order. Longest first, cut into rounds of the
     service's size (RUNS_PER_ROUND runs' worth of tokens); the engine plans each round into
-    runs at the least modelled cost (Encoder.encode_ids)."""
+    runs at the least cost by the job's fixed model (Encoder.encode_ids), so the same rows are
+    always cut into the same runs."""
     out = np.empty((len(seqs), encoder.spec.dimension), dtype=np.float32)
     rounds = split_sorted([len(s) for s in seqs], RUNS_PER_ROUND * encoder.max_batch_size,
                           round_tokens(encoder.max_batch_tokens))
     for group in rounds:
-        out[group] = encoder.encode_ids([seqs[i] for i in group])
+        out[group] = encoder.encode_ids([seqs[i] for i in group], cost=cost)
         tick(len(group))
     return out
 
@@ -330,6 +345,11 @@ class ShardWorker:
             self.requests = batch_openai.RequestChecker(self.runtime, s.max_inputs, s.max_payload_bytes)
         self.progress = progress
         self.node_id = ray.get_runtime_context().get_node_id()
+        session = self.encoder.session.describe()
+        # What the bytes depend on besides the rows and the job's plan (_job.json).
+        self.engine = {"variant": self.encoder.variant, "sha256": self.encoder.checksum,
+                       **{k: session.get(k) for k in ("backend", "version", "precision", "threads")},
+                       "cpu_features": list(self.encoder.cpu.features)}
 
     def __call__(self, batch: dict) -> dict:
         manifests = []
@@ -339,7 +359,7 @@ class ShardWorker:
             manifest = self.run_texts(shard) if self.job["kind"] == "texts" else self.run_openai(shard)
             manifest["seconds"] = round(time.perf_counter() - t0, 3)
             manifest["node_id"] = self.node_id
-            manifest["engine"] = {"variant": self.encoder.variant, "sha256": self.encoder.checksum}
+            manifest["engine"] = self.engine
             batch_io.atomic_write(self.layout.manifest(shard), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
             manifests.append(orjson.dumps(manifest).decode())
         return {"manifest": np.array(manifests, dtype=object)}
