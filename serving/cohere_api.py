@@ -6,7 +6,6 @@ Errors leave in Cohere's shape, `{"message": ...}`, with the same statuses as th
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Callable, Literal
 
@@ -19,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from models.errors import EmbedError, InvalidInput, InvalidOption
 from models.postprocess import EncodingFormat, OutputOptions
 from models.tokenizer import Truncate
-from serving.errors import as_embed_error, http_status
+from serving.errors import as_embed_error, http_status, retry_after
 from serving.frontend import Frontend
 from serving.http_io import error_responses, openapi_body, parse_body, read_json, timing_headers
 from serving.pipeline import EmbedJob, EmbedOutcome
@@ -111,9 +110,8 @@ ERRORS = error_responses(CohereError)
 
 # ---- errors: the core's, in Cohere's shape ---------------------------------------------------
 def error_response(err: EmbedError) -> JSONResponse:
-    headers = {}
-    if getattr(err, "retry_after_s", None) is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+    wait = retry_after(err)
+    headers = {"Retry-After": wait} if wait else {}
     return JSONResponse({"message": err.message}, status_code=http_status(err), headers=headers)
 
 

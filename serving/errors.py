@@ -4,6 +4,7 @@ error body. Exceptions from Ray (backpressure, a replica gone) become core error
 from __future__ import annotations
 
 import logging
+import math
 
 import grpc
 
@@ -66,6 +67,13 @@ def http_status(err: EmbedError) -> int:
 
 def grpc_code(err: EmbedError) -> grpc.StatusCode:
     return _lookup(GRPC_CODE, err, grpc.StatusCode.INTERNAL)
+
+
+def retry_after(err: EmbedError) -> str | None:
+    """The Retry-After every transport sends (HTTP header, gRPC trailing metadata): whole
+    seconds, the error's wait rounded up, at least 1; None where the error names no wait."""
+    wait = getattr(err, "retry_after_s", None)
+    return None if wait is None else str(max(1, math.ceil(wait)))
 
 
 def error_body(err: EmbedError) -> dict:

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2
 from models.errors import EmbedError, InvalidInput, InvalidOption, PayloadTooLarge
 from models.postprocess import EncodingFormat, OutputOptions
 from models.tokenizer import Truncate
-from serving.errors import as_embed_error, grpc_code
+from serving.errors import as_embed_error, grpc_code, retry_after
 from serving.frontend import Frontend
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.pipeline import EmbedJob, EmbedOutcome
@@ -105,8 +105,8 @@ def _metadata(context) -> dict[str, str]:
 def fail(context, err: EmbedError):
     context.set_code(grpc_code(err))
     context.set_details(err.message)
-    if getattr(err, "retry_after_s", None) is not None:
-        context.set_trailing_metadata([("retry-after", str(int(max(1, err.retry_after_s))))])
+    if (wait := retry_after(err)) is not None:
+        context.set_trailing_metadata([("retry-after", wait)])
 
 
 def timing_metadata(outcome: EmbedOutcome) -> list[tuple[str, str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import orjson
 from typing import Callable
@@ -16,7 +15,7 @@ from models.errors import EmbedError, InvalidInput
 from models.postprocess import EncodingFormat, OutputOptions, parse_format
 from models.tokenizer import Truncate
 from serving.cohere_api import add_cohere_routes
-from serving.errors import as_embed_error, error_body, http_status
+from serving.errors import as_embed_error, error_body, http_status, retry_after
 from serving.frontend import Frontend
 from serving.http_io import error_responses, openapi_body, parse_body, read_json, timing_headers
 from serving.pipeline import EmbedJob, EmbedOutcome
@@ -66,9 +65,8 @@ def render(outcome: EmbedOutcome, fmt: EncodingFormat) -> bytes:
 
 
 def error_response(err: EmbedError) -> JSONResponse:
-    headers = {}
-    if getattr(err, "retry_after_s", None) is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
+    wait = retry_after(err)
+    headers = {"Retry-After": wait} if wait else {}
     return JSONResponse(error_body(err), status_code=http_status(err), headers=headers)
 
 

@@ -16,7 +16,7 @@ import json
 from starlette.middleware import Middleware
 
 from models.errors import NotReady
-from serving.errors import error_body
+from serving.errors import error_body, retry_after
 
 CALLBACK = "serving.proxy:middlewares"
 LOST = NotReady("The replica serving this request went away (a node was lost or a replica restarted); retry it.")
@@ -48,7 +48,7 @@ class AnswerLostRequests:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(int(LOST.retry_after_s)).encode()),
+                    (b"retry-after", retry_after(LOST).encode()),
                 ],
             })
             await send({"type": "http.response.body", "body": body})
