@@ -32,7 +32,6 @@ from serving import grpc_api
 from serving.cache import build_cache
 from serving.frontend import Frontend
 from serving.http_api import build_http_app
-from serving.launch import running_ingress
 from serving.metrics import EncoderMetrics, IngressMetrics
 from serving.pipeline import Encoded, ModelRuntime, Pipeline
 from serving.settings import Settings
@@ -41,6 +40,15 @@ log = logging.getLogger("ray.serve")
 
 
 ENCODER_ATTEMPTS = 3  # tries of one encoder call whose replica went away
+
+
+def running_ingress() -> str:
+    """The ingress the Ray Serve of this process runs (as its environment said when it started)."""
+    from ray.serve._private import constants
+
+    if constants.RAY_SERVE_ENABLE_HA_PROXY:
+        return "haproxy"
+    return "direct" if constants.RAY_SERVE_ENABLE_DIRECT_INGRESS else "proxy"
 
 
 class LocalEncoder:

@@ -146,15 +146,6 @@ class IngressConfig:
         return env
 
 
-def running_ingress() -> str:
-    """The ingress the Ray Serve of this process runs (as its environment said when it started)."""
-    from ray.serve._private import constants
-
-    if constants.RAY_SERVE_ENABLE_HA_PROXY:
-        return "haproxy"
-    return "direct" if constants.RAY_SERVE_ENABLE_DIRECT_INGRESS else "proxy"
-
-
 def start_ray(
     address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512,
     ingress: IngressConfig | None = None, metrics_port: int | None = None,
