@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         "openvino-bf16, int8 (ONNX Runtime int8 weights, lossy, opt-in).",
     )
     fidelity_min_cos: float = Field(
-        0.9995, ge=0, le=1, description="auto accepts a lossy variant only with at least this min cosine to sentence-transformers fp32."
+        0.999, ge=0, le=1, description="auto accepts a lossy variant only with at least this min cosine to sentence-transformers fp32."
     )
     fidelity_top10_kept: float = Field(
         0.99, ge=0, le=1, description="auto accepts a lossy variant only if it keeps this share of the fp32 top-10 neighbours."
