@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest import sysinfo
+from loadtest import gemm_peak, sysinfo
+from models.specs import resolve_model
 from loadtest.cluster_bench import kept_section
 from loadtest.engines import run_child
 from loadtest.generator import LoadConfig, run_load, write_json
@@ -59,6 +60,8 @@ TARGETS = [
 # 2026-11-23 (commit 793b6ea), 382 MiB. Target: no more than +30 %.
 RSS_BEFORE_MIB = 382
 RSS_GROWTH = 1.30
+# The raw rows of the bench model, set against the machine's GEMM peak (loadtest.gemm_peak).
+RAW_OF_MODEL = ("raw", "raw_ort_fp32", "raw_ov_fp32", "raw_no_bf16")
 MPNET_TEXTS = 500  # the second model's raw ceilings run on the first texts only (5x the cost a text)
 
 
@@ -437,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         "engines": engines,
     }
     md = render(a, meta, rows, summary, verdicts, stages, ingress)
+    raws = {k: (LABELS[k], summary[k]["texts_per_s"], engines[k].get("precision")) for k in RAW_OF_MODEL if k in summary}
+    if raws:  # the raw engines of the bench model against this machine's GEMM peak
+        md += "\n" + "\n".join(gemm_peak.peak_section(raws, adir / resolve_model(a.model).key / "model.onnx",
+                                                       corpus.tokens, gemm_peak.measure_peaks(s.intra_op_threads),
+                                                       s.intra_op_threads)) + "\n"
     kept = kept_section(Path(a.output))  # `make bench-cluster`'s section, measured apart
     Path(a.output).write_text(md + ("\n" + kept if kept else ""))
     out_json = a.json or ROOT / "loadtest" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
