@@ -13,7 +13,20 @@ from models.artifacts import ModelArtifacts
 from models.errors import ArtifactsMissing
 from models.specs import REGISTRY, resolve_model
 from serving import batch_job
-from serving.launch import App, IngressConfig, PortInUse, check_ports, run_app, start_ray, start_serve, stop
+from serving.launch import (
+    App,
+    IngressConfig,
+    IngressMismatch,
+    PortInUse,
+    check_ports,
+    cluster_ingress,
+    ingress_on_cluster,
+    run_app,
+    running_serve_ports,
+    start_ray,
+    start_serve,
+    stop,
+)
 from serving.settings import Settings
 
 
@@ -60,12 +73,26 @@ def ensure_exported(s: Settings) -> None:
             export_model(spec, s.artifact_dir, int8_weights=s.variant == "int8")
 
 
-def start(s: Settings) -> App:
-    """Start (or join) Ray with the ingress's environment, start Ray Serve and run the application."""
+def start(s: Settings) -> tuple[App, IngressConfig]:
+    """Start (or join) Ray with the ingress's environment, start Ray Serve and run the
+    application; the ingress that really runs (on a joined cluster, the nodes' environment
+    decides it: see launch.ingress_on_cluster)."""
     ingress = IngressConfig.from_settings(s)
     start_ray(s.ray_address, object_store_mb=s.object_store_mb, ingress=ingress, metrics_port=s.metrics_port)
+    if s.ray_address:
+        ingress = ingress_on_cluster(ingress, cluster_ingress(), running_serve_ports())
     start_serve(ingress)
-    return run_app(s)
+    return run_app(s), ingress
+
+
+def refuse_elsewhere(app: App, s: Settings) -> str | None:
+    """Why the application does not answer on the asked HTTP port (where Ray Serve put it
+    elsewhere), or None: it never serves silently on another port."""
+    port = int(app.http_url.rsplit(":", 1)[1].split("/", 1)[0])
+    if port != s.http_port:
+        return (f"the application answers on HTTP port {port}, not --http-port {s.http_port}: Ray Serve on this cluster "
+                "routes it there; stopped it. Run with the ports the cluster serves, or --ingress proxy")
+    return None
 
 
 def serve_command(args) -> int:
@@ -87,9 +114,19 @@ def serve_command(args) -> int:
     # would otherwise kill the process with requests in flight.
     trap_signals()
     ensure_exported(s)
-    app = start(s)
+    try:
+        app, ingress = start(s)
+    except IngressMismatch as exc:
+        print(f"embedserve: {exc}", file=sys.stderr)
+        return 2
     trap_signals()  # ray.init() installs its own SIGTERM handler (sys.exit): take it back
     app.wait_ready()
+    if why := refuse_elsewhere(app, s):
+        from ray import serve
+
+        serve.delete(app.name)
+        print(f"embedserve: {why}", file=sys.stderr)
+        return 2
     print(f"embedserve is serving {', '.join(s.models)}", flush=True)
     for m in app.get("/v1/models", headers=_auth_header(s))[2].get("data", []):
         e = m.get("engine") or {}
@@ -99,7 +136,7 @@ def serve_command(args) -> int:
               + (f", min cosine {fid['min_cos']:.5f} to sentence-transformers" if fid else ""), flush=True)
         print(f"    why: {e.get('choice')}", flush=True)
     # Where the application answers, as Ray Serve routes it (direct ingress: the replica's own ports).
-    print(f"  HTTP  {app.http_url}/v1/embeddings   (OpenAI-compatible; ingress: {s.ingress})", flush=True)
+    print(f"  HTTP  {app.http_url}/v1/embeddings   (OpenAI-compatible; ingress: {ingress.kind})", flush=True)
     if s.grpc_port:
         print(f"  gRPC  {app.grpc_target}   embedserve.v1.EmbeddingService (reflection on)", flush=True)
     if s.metrics_port and not s.ray_address:

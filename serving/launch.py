@@ -174,6 +174,64 @@ def start_ray(
     )
 
 
+class IngressMismatch(RuntimeError):
+    """The cluster this process joined cannot serve the asked ports with the asked ingress."""
+
+
+def cluster_ingress() -> dict:
+    """How the nodes of the joined cluster run Ray Serve: read on a node, in a zero-CPU task,
+    since Ray Serve's controller and replicas take their switches from their node's environment,
+    never from this driver's. {"kind": proxy | direct | haproxy, "http_port", "grpc_port"}:
+    the direct-ingress ports the nodes start from (None for proxy)."""
+    import ray
+
+    def read() -> dict:  # defined here: pickled by value, no embedserve import on the node
+        from ray.serve._private import constants as c
+
+        kind = "haproxy" if c.RAY_SERVE_ENABLE_HA_PROXY else "direct" if c.RAY_SERVE_ENABLE_DIRECT_INGRESS else "proxy"
+        direct = kind != "proxy"
+        return {"kind": kind, "http_port": c.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT if direct else None,
+                "grpc_port": c.RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT if direct else None}
+
+    return ray.get(ray.remote(num_cpus=0)(read).remote(), timeout=120)
+
+
+def running_serve_ports() -> tuple[int, int] | None:
+    """(HTTP, gRPC) ports of the proxies of a Ray Serve already running on the joined cluster;
+    None where none runs (this process will start it)."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return None
+    details = client.get_serve_details()
+    return details["http_options"]["port"], (details.get("grpc_options") or {}).get("port", 0)
+
+
+def ingress_on_cluster(asked: IngressConfig, nodes: dict, running: tuple[int, int] | None) -> IngressConfig:
+    """The ingress that serves `asked`'s ports on a joined cluster whose nodes run `nodes`
+    (cluster_ingress) with Ray Serve `running` there or not; IngressMismatch where none can.
+    Nodes without direct ingress: Ray's proxy, put on the asked ports by this process when it
+    starts Serve. Nodes with it: their replicas take the ports their environment names."""
+    if nodes["kind"] == "proxy":
+        if running and running[0] != asked.http_port:
+            raise IngressMismatch(
+                f"Ray Serve already runs on the cluster at {asked.host}, its proxy on HTTP port {running[0]} "
+                f"(gRPC {running[1]}), not {asked.http_port}: run with --http-port {running[0]} --grpc-port {running[1]} "
+                "--ingress proxy, or shut that Serve down first"
+            )
+        return IngressConfig("proxy", asked.host, asked.http_port, asked.grpc_port, asked.state_dir)
+    if nodes["kind"] == "direct" and (nodes["http_port"] != asked.http_port
+                                      or (asked.grpc_port and nodes["grpc_port"] != asked.grpc_port)):
+        raise IngressMismatch(
+            f"the cluster's nodes run Ray Serve with direct ingress, their replicas on HTTP ports from "
+            f"{nodes['http_port']} and gRPC from {nodes['grpc_port']} (RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT / "
+            f"_GRPC_PORT in the nodes' environment), not {asked.http_port} / {asked.grpc_port}: run with "
+            f"--http-port {nodes['http_port']} --grpc-port {nodes['grpc_port']}, or start the nodes with those set"
+        )
+    return IngressConfig(nodes["kind"], asked.host, asked.http_port, asked.grpc_port, asked.state_dir)
+
+
 def start_serve(ingress: IngressConfig) -> None:
     """Ray Serve with HTTP, and gRPC unless the ingress's grpc_port is 0."""
     from ray import serve
@@ -189,10 +247,11 @@ def start_serve(ingress: IngressConfig) -> None:
     )
 
 
-def endpoints(name: str, host: str = "127.0.0.1") -> tuple[str, str] | None:
+def endpoints(name: str, host: str = "127.0.0.1", ports: dict[str, int] | None = None) -> tuple[str, str] | None:
     """(HTTP base URL, gRPC target) where application `name` answers, as Ray Serve routes it
     (its target groups: the proxy or HAProxy, or the application's own direct-ingress
-    replicas); None until the application runs. The one place that knows where an app listens."""
+    replicas), on the port `ports` asks for ({"HTTP": .., "gRPC": ..}) where one target has it,
+    else the lowest; None until the application runs. The one place that knows where an app listens."""
     import ray
     from ray.serve.context import _get_global_client
 
@@ -207,7 +266,8 @@ def endpoints(name: str, host: str = "127.0.0.1") -> tuple[str, str] | None:
         groups = [g for g in details.get("target_groups", []) if g["protocol"] == protocol]
         # The application's own group (direct ingress) over the shared one (proxy, HAProxy).
         groups = [g for g in groups if g.get("app_name") == name] or [g for g in groups if not g.get("app_name")]
-        targets = sorted((t for g in groups for t in g["targets"]), key=lambda t: t["port"])
+        asked = (ports or {}).get(protocol)
+        targets = sorted((t for g in groups for t in g["targets"]), key=lambda t: (t["port"] != asked, t["port"]))
         if targets:
             t = targets[0]
             found[protocol] = f"{local if t['ip'] == here else t['ip']}:{t['port']}"
@@ -271,7 +331,9 @@ class App:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.http_url:
-                found = endpoints(self.name, self.settings.host if self.settings else "127.0.0.1")
+                s = self.settings
+                found = endpoints(self.name, s.host if s else "127.0.0.1",
+                                  {"HTTP": s.http_port, "gRPC": s.grpc_port} if s else None)
                 if found is None:
                     time.sleep(0.5)
                     continue
