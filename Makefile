@@ -59,10 +59,10 @@ serve: install
 HELM ?= $(shell command -v helm || echo $(CURDIR)/.tools/bin/helm)
 cluster: install redis-server tools
 	$(BIN)/embedserve export
-	$(BIN)/python -m serving.cluster up --helm $(HELM)
+	$(BIN)/python -m serving.devcluster up --helm $(HELM)
 
 cluster-down:
-	$(BIN)/python -m serving.cluster down
+	$(BIN)/python -m serving.devcluster down
 
 export: install
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/embedserve export $(TEST_MODELS) --int8-weights

@@ -1,5 +1,5 @@
 """`make bench-cluster`: does embedserve scale out over Ray nodes? Bulk texts/s of the chart's
-application on a local multi-node Ray cluster (serving/cluster.py) with one worker node, then
+application on a local multi-node Ray cluster (serving/devcluster/) with one worker node, then
 with two (one CPU each), on the same texts, and the ratio. Written into a section of its own in
 BENCHMARKS.md (between markers; `make bench` keeps it) and a JSON file under loadtest/results/.
 
@@ -30,16 +30,7 @@ from pathlib import Path
 from loadtest import sysinfo
 from loadtest.generator import LoadConfig, run_load, write_json
 from loadtest.workload import Corpus, FixedWorkload, artifact_dir
-from serving.cluster import (
-    LocalCluster,
-    PortAllocator,
-    chart_node_env,
-    chart_serve_config,
-    on_loopback,
-    placement,
-    render_chart,
-    serve_deploy,
-)
+from serving.devcluster.chart import loopback_config, placement, render_chart, serve_deploy, start_for_chart
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "embedserve"
@@ -104,19 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     bulk = FixedWorkload.chunked(corpus.texts, corpus.tokens, a.bulk_size, f"corpus, {a.bulk_size} a request")
     machine = sysinfo.machine()
     log(f"{len(corpus.texts)} texts in {len(bulk)} requests; starting a head and one worker node")
-    node_env = {**chart_node_env(render_chart(a.helm, CHART, [VALUES], chart_sets(1))), "EMBEDSERVE_ARTIFACT_DIR": str(adir)}
-    cluster = LocalCluster.start(workers=1, cpus_per_worker=1, node_env=node_env)
+    cluster = start_for_chart(render_chart(a.helm, CHART, [VALUES], chart_sets(1)), adir, workers=1, cpus_per_worker=1)
     rows = []
     try:
-        ports = PortAllocator()
-        ports.taken = cluster.ports_in_use()
-        http_port, grpc_port = ports(), ports()
+        http_port, grpc_port = cluster.free_ports(2)
         for nodes in (1, 2):
             if nodes == 2:
                 log("a second worker node joins")
                 cluster.add_worker(1)
-            config = on_loopback(chart_serve_config(render_chart(a.helm, CHART, [VALUES], chart_sets(nodes))),
-                                 http_port, grpc_port)
+            config = loopback_config(render_chart(a.helm, CHART, [VALUES], chart_sets(nodes)), http_port, grpc_port)
             serve_deploy(cluster, config)
             layout = placement(cluster)
             log(f"{nodes} worker node(s): {layout}")

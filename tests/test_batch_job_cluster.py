@@ -1,5 +1,5 @@
 """The bulk job on an existing multi-node Ray cluster (`--ray-address`): a local cluster of a
-CPU-less head and two worker nodes (serving/cluster.py, token auth); the encoder actors run on
+CPU-less head and two worker nodes (serving/devcluster/, token auth); the encoder actors run on
 both worker nodes and the output is whole."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The local multi-node Ray cluster (serving/cluster.py) is the one the chart describes: a head
+"""The local multi-node Ray cluster (serving/devcluster/) is the one the chart describes: a head
 that does no serving work, worker nodes of one CPU each, each its own raylet, joined only with
 the head's token; a node that lacks the token is refused."""
 
@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from serving.cluster import NODE_LABEL, Node, PortAllocator, stop_process_tree
+from serving.devcluster.nodes import NODE_LABEL, Node
+from serving.devcluster.processes import PortAllocator, stop_process_tree
 from tests.support.cluster import CPUS_PER_WORKER, WORKERS
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from serving.cluster import LocalCluster
+from serving.devcluster.nodes import LocalCluster
 from serving.launch import IngressConfig, IngressMismatch, ingress_on_cluster
 from tests.support.redis_server import quiet_ports
 from tests.support.service import ROOT, App, artifact_dir

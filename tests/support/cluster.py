@@ -1,4 +1,4 @@
-"""The multi-node Ray cluster of the cluster tests (serving/cluster.py) and the chart's
+"""The multi-node Ray cluster of the cluster tests (serving/devcluster/) and the chart's
 application on it.
 
 `ray_cluster` (session): a head with no CPUs and two worker nodes of one CPU each, each its own
@@ -25,16 +25,8 @@ import pytest
 from models.artifacts import ModelArtifacts
 from models.encoder import Encoder
 from models.specs import resolve_model
-from serving.cluster import (
-    LocalCluster,
-    PortAllocator,
-    chart_node_env,
-    chart_serve_config,
-    on_loopback,
-    placement,
-    render_chart,
-    serve_deploy,
-)
+from serving.devcluster.chart import loopback_config, placement, render_chart, serve_deploy, start_for_chart
+from serving.devcluster.nodes import LocalCluster
 from tests.support.helm import INSTALL_HINT, REPO_ROOT, find_helm
 from tests.support.service import artifact_dir
 
@@ -61,14 +53,8 @@ def chart(*sets: str) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    cluster = LocalCluster.start(
-        workers=WORKERS,
-        cpus_per_worker=CPUS_PER_WORKER,
-        redis=True,
-        # The chart's pod env (Redis URL replaced by the local one); the models are where the
-        # tests keep them (the image has them inside).
-        node_env={**chart_node_env(chart()), "EMBEDSERVE_ARTIFACT_DIR": str(artifact_dir())},
-    )
+    # The chart's pod env (Redis URL replaced by the local one); the models where the tests keep them.
+    cluster = start_for_chart(chart(), artifact_dir(), WORKERS, CPUS_PER_WORKER, redis=True)
     yield cluster
     cluster.stop()
 
@@ -87,7 +73,7 @@ class ClusterApp:
         """Render the chart with these `--set` values, `serve deploy` its serveConfigV2 (with
         the models from `artifact_dir`, if given: the image's own place otherwise), and return
         once Serve has rolled it out and the application answers /ready."""
-        config = on_loopback(chart_serve_config(chart(*sets)), self.http_port, self.grpc_port)
+        config = loopback_config(chart(*sets), self.http_port, self.grpc_port)
         if artifact_dir is not None:
             config["applications"][0]["args"]["artifact_dir"] = str(artifact_dir)
         serve_deploy(self.cluster, config, timeout_s=timeout_s)
@@ -154,9 +140,7 @@ def _send(req, timeout) -> tuple[int, dict, object]:
 
 @pytest.fixture(scope="session")
 def cluster_app(ray_cluster):
-    ports = PortAllocator()
-    ports.taken = ray_cluster.ports_in_use()
-    app = ClusterApp(ray_cluster, ports(), ports())
+    app = ClusterApp(ray_cluster, *ray_cluster.free_ports(2))
     app.deploy()
     return app
 
