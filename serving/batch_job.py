@@ -57,7 +57,7 @@ TOKENIZE_CHUNK = 256
 ENGINE_SETTINGS = (
     "artifact_dir", "variant", "fidelity_min_cos", "fidelity_top10_kept", "cpu_features", "openvino_streams",
     "providers", "intra_op_threads", "max_batch_size", "max_batch_tokens", "encoder_num_cpus", "encoder_num_gpus",
-    "max_inputs", "max_payload_bytes", "ray_address", "object_store_mb",
+    "max_inputs", "max_payload_bytes", "accept_token_ids", "ray_address", "object_store_mb",
     "prompts", "window_overlap_tokens", "max_windows_per_text",
 )
 
@@ -327,7 +327,8 @@ class ShardWorker:
             self.truncate = Truncate.parse(job["options"]["truncate"])
             self.prompt = resolve_prompt(self.runtime.prompts, job["options"].get("input_type"))
         else:
-            self.requests = batch_openai.RequestChecker(self.runtime, s.max_inputs, s.max_payload_bytes)
+            self.requests = batch_openai.RequestChecker(self.runtime, s.max_inputs, s.max_payload_bytes,
+                                                        s.accept_token_ids)
         self.progress = progress
         self.node_id = ray.get_runtime_context().get_node_id()
 

@@ -50,7 +50,8 @@ def job(tmp_path_factory):
     folder = tmp_path_factory.mktemp("openai")
     path = write_jsonl(folder / "requests.jsonl", REQUESTS)
     out = folder / "results"
-    proc = run_cli(path, out, "--shard-rows", "5", "--workers", "1", "--object-store-mb", "100")
+    proc = run_cli(path, out, "--shard-rows", "5", "--workers", "1", "--object-store-mb", "100",
+                   "--accept-token-ids", "true")  # the token-ids lines; refused by default (test_token_ids_input)
     return out, proc
 
 
