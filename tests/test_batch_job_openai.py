@@ -52,7 +52,8 @@ def job(tmp_path_factory):
     path = write_jsonl(folder / "requests.jsonl", REQUESTS)
     out = folder / "results"
     proc = run_cli(path, out, "--shard-rows", "5", "--workers", "1", "--object-store-mb", "100",
-                   "--accept-token-ids", "true")  # the token-ids lines; refused by default (test_token_ids_input)
+                   "--accept-token-ids", "true",  # the token-ids lines; refused by default (test_token_ids_input)
+                   progress=True)
     return out, proc
 
 
@@ -121,6 +122,14 @@ def test_lines_that_are_no_request_are_error_lines_with_the_reason(job):
     errors = [e for e in read_jsonl_lines(out / "errors.jsonl") if e["response"] is None]
     assert {e["error"]["line"]: (e["custom_id"], e["error"]["code"]) for e in errors} == NOT_REQUESTS
     assert all(e["error"]["message"] for e in errors)
+
+
+def test_the_progress_bar_says_the_workers_load_the_model_before_the_first_answers(job):
+    _, proc = job
+    bar = proc.stderr.replace("\r", "\n")
+    first = bar.index("loading the model (1 worker)")
+    assert "0/16" in bar[first:].splitlines()[0]
+    assert "16/16" in bar[first:], bar[-2000:]
 
 
 def test_every_line_is_accounted_for_once(job, ray_serve):
