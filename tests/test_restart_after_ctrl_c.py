@@ -8,11 +8,14 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import subprocess
+import sys
+import time
 import urllib.request
 
 import pytest
 
-from serving.ports import listened_on
+from serving.ports import PortInUse, check_ports, listened_on
 from tests.support.cli import Serve
 from tests.support.redis_server import quiet_ports
 
@@ -35,6 +38,38 @@ def test_a_port_in_time_wait_is_not_in_use():
     client.close()
     server.close()
     assert not listened_on(port)
+
+
+LISTEN_THEN_EXIT = (
+    "import socket, sys, time; s = socket.create_server(('127.0.0.1', int(sys.argv[1]))); "
+    "print('listening', flush=True); time.sleep(float(sys.argv[2]))"
+)
+
+
+def listener(port: int, seconds: float, name: str) -> subprocess.Popen:
+    """A process that listens on `port` for `seconds`; `name` is its argv[0] (a Ray worker's
+    is "ray::<actor>"), its parent this test, not a raylet: as a stopping embedserve's orphan."""
+    proc = subprocess.Popen(["bash", "-c", f'exec -a "{name}" "{sys.executable}" -c "{LISTEN_THEN_EXIT}" {port} {seconds}'],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "listening"
+    return proc
+
+
+def test_a_port_held_by_a_stopping_embedserve_is_waited_for_and_another_server_is_not():
+    (port,) = quiet_ports(1)
+    orphan = listener(port, 3, "ray::ServeReplica:embedserve:Ingress")
+    said = []
+    t0 = time.monotonic()
+    check_ports({"--http-port": port}, say=lambda *a, **k: said.append(a[0]))  # returns once it let go
+    assert time.monotonic() - t0 >= 1 and orphan.wait(timeout=10) == 0
+    assert said and f"release port {port}" in said[0]
+    other = listener(port, 30, sys.executable)
+    try:
+        with pytest.raises(PortInUse, match=f"port {port} \\(--http-port\\) already in use"):
+            check_ports({"--http-port": port})
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_serve_starts_again_right_after_ctrl_c(tmp_path):
