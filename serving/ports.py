@@ -37,8 +37,8 @@ def listens_at(port: int) -> str:
 
 def stopping_embedserve(pid: int | None) -> bool:
     """`pid` is a process of a local Ray that is going away: a Ray worker or agent whose raylet
-    is gone (an embedserve stopped by Ctrl-C: the terminal's SIGINT reaches every Ray process,
-    and the orphans close their ports only when they notice, up to ~40 s later)."""
+    is gone (the Ray of an embedserve that stopped: its orphaned workers close their ports only
+    when they notice). A pid this user may not see (None) is not."""
     import psutil
 
     if pid is None:
