@@ -52,7 +52,6 @@ def matmul_peak_gflops(precision: str, threads: int = 0, seconds: float = 1.0) -
 def graph_shape(onnx_path: str) -> tuple[float, int, int]:
     """(weight FLOPs a token, attention layers, hidden size) read from the graph."""
     import onnx
-    from onnx import numpy_helper
 
     g = onnx.load(onnx_path, load_external_data=False).graph
     weights = {i.name: tuple(i.dims) for i in g.initializer}

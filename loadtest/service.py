@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import psutil
 
 from serving import launch
-from serving.launch import App, free_port
+from serving.launch import App
+from serving.ports import free_port
 from serving.settings import Settings
 
 

@@ -32,11 +32,13 @@ from serving import grpc_api
 from serving.cache import build_cache
 from serving.frontend import Frontend
 from serving.http_api import build_http_app
+from serving.ray_listeners import adapt_ray_listeners
 from serving.metrics import EncoderMetrics, IngressMetrics
 from serving.pipeline import Encoded, ModelRuntime, Pipeline
 from serving.settings import Settings
 
 log = logging.getLogger("ray.serve")
+adapt_ray_listeners()  # this process's Ray servers: on EMBEDSERVE_HOST, their ports reusable at once
 
 
 ENCODER_ATTEMPTS = 3  # tries of one encoder call whose replica went away
@@ -167,7 +169,7 @@ class Ingress:
         )
         self.frontend = Frontend(
             pipeline, s.api_key_set(), s.max_payload_bytes, probe=self._probe, engine=self._engine,
-            metrics=IngressMetrics(),
+            metrics=IngressMetrics(), accept_token_ids=s.accept_token_ids,
         )
         self.timeout_s = s.request_timeout_s
         _Replica.frontend = self.frontend

@@ -59,11 +59,13 @@ JOB_COST = DEFAULT_COST
 # texts each).
 SHARD_BOUNDS = {"texts": (256, 4096), "openai": (8, 128)}
 TOKENIZE_CHUNK = 256
+# The progress bar's words while the workers start (load and compile the model).
+STARTING = "loading the model"
 # Settings fields that are flags of `embedserve batch` (the engine, and where Ray is).
 ENGINE_SETTINGS = (
     "artifact_dir", "variant", "fidelity_min_cos", "fidelity_top10_kept", "cpu_features", "openvino_streams",
     "providers", "intra_op_threads", "max_batch_size", "max_batch_tokens", "encoder_num_cpus", "encoder_num_gpus",
-    "max_inputs", "max_payload_bytes", "ray_address", "object_store_mb",
+    "max_inputs", "max_payload_bytes", "accept_token_ids", "ray_address", "object_store_mb",
     "prompts", "window_overlap_tokens", "max_windows_per_text",
 )
 
@@ -342,7 +344,8 @@ class ShardWorker:
             self.truncate = Truncate.parse(job["options"]["truncate"])
             self.prompt = resolve_prompt(self.runtime.prompts, job["options"].get("input_type"))
         else:
-            self.requests = batch_openai.RequestChecker(self.runtime, s.max_inputs, s.max_payload_bytes)
+            self.requests = batch_openai.RequestChecker(self.runtime, s.max_inputs, s.max_payload_bytes,
+                                                        s.accept_token_ids)
         self.progress = progress
         self.node_id = ray.get_runtime_context().get_node_id()
         session = self.encoder.session.describe()
@@ -566,14 +569,25 @@ def run_on_ray(job: Job, pending: list[Shard], done: dict, opts: BatchOptions, s
             num_gpus=s.encoder_num_gpus or None,
         )
         unit = "texts" if job.kind == "texts" else "requests"
+        # Until the first shard's texts are done the workers load the model (most of a small job):
+        # the bar says so, rather than sit at 0 without a word.
         bar = tqdm(total=sum(sh.rows for sh in job.shards), initial=sum(m["rows"] for m in done.values()),
-                   unit=f" {unit}", disable=not opts.progress, dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
+                   unit=f" {unit}", disable=not opts.progress, dynamic_ncols=True, smoothing=0.1, file=sys.stderr,
+                   desc=f"{STARTING} ({size} worker{'s' if size > 1 else ''})")
         stop = threading.Event()
 
         def follow() -> None:
             base = bar.n
+
+            def catch_up() -> None:
+                n = ray.get(progress.get.remote())
+                if n and bar.desc:
+                    bar.set_description_str("")
+                bar.update(base + n - bar.n)
+
             while not stop.wait(0.5):
-                bar.update(base + ray.get(progress.get.remote()) - bar.n)
+                catch_up()
+            catch_up()  # the last shards' count: a job that ends between two looks ended below its total
 
         watcher = threading.Thread(target=follow, daemon=True)
         watcher.start()

@@ -49,15 +49,16 @@ class RequestChecker:
     (the pipeline), then the prompt and tokenization (too long with truncate none, too many
     windows, token ids): per input, its sequences (one, or a long text's windows)."""
 
-    def __init__(self, runtime: ModelRuntime, max_inputs: int, max_payload_bytes: int):
+    def __init__(self, runtime: ModelRuntime, max_inputs: int, max_payload_bytes: int, accept_token_ids: bool = False):
         self.pipeline = Pipeline({runtime.spec.key: runtime}, None, None, max_inputs=max_inputs)
         self.max_payload_bytes = max_payload_bytes
+        self.accept_token_ids = accept_token_ids
 
     def check(self, body: dict) -> tuple[EmbedJob, list[list[np.ndarray]]]:
         reject_lone_surrogates(body)
         if len(orjson.dumps(body)) > self.max_payload_bytes:
             raise PayloadTooLarge(f"The request body is over the limit of {self.max_payload_bytes} bytes.")
-        job = job_from_request(parse_body(EmbeddingRequest, body))
+        job = job_from_request(parse_body(EmbeddingRequest, body), self.accept_token_ids)
         rt = self.pipeline.runtime(job.model)
         validate_options(rt.spec, job.options)
         self.pipeline.check_count(job)

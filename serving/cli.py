@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from models.artifacts import ModelArtifacts
 from models.errors import ArtifactsMissing
@@ -17,8 +18,6 @@ from serving.launch import (
     App,
     IngressConfig,
     IngressMismatch,
-    PortInUse,
-    check_ports,
     cluster_ingress,
     ingress_on_cluster,
     run_app,
@@ -27,6 +26,7 @@ from serving.launch import (
     start_serve,
     stop,
 )
+from serving.ports import PortInUse, check_ports, is_loopback, listens_at
 from serving.settings import Settings
 
 
@@ -78,7 +78,8 @@ def start(s: Settings) -> tuple[App, IngressConfig]:
     application; the ingress that really runs (on a joined cluster, the nodes' environment
     decides it: see launch.ingress_on_cluster)."""
     ingress = IngressConfig.from_settings(s)
-    start_ray(s.ray_address, object_store_mb=s.object_store_mb, ingress=ingress, metrics_port=s.metrics_port)
+    start_ray(s.ray_address, object_store_mb=s.object_store_mb, ingress=ingress, metrics_port=s.metrics_port,
+              loopback_only=is_loopback(s.host))
     if s.ray_address:
         ingress = ingress_on_cluster(ingress, cluster_ingress(), running_serve_ports())
     start_serve(ingress)
@@ -88,17 +89,26 @@ def start(s: Settings) -> tuple[App, IngressConfig]:
 def refuse_elsewhere(app: App, s: Settings) -> str | None:
     """Why the application does not answer on the asked HTTP port (where Ray Serve put it
     elsewhere), or None: it never serves silently on another port."""
-    port = int(app.http_url.rsplit(":", 1)[1].split("/", 1)[0])
+    port = urlsplit(app.http_url).port
     if port != s.http_port:
         return (f"the application answers on HTTP port {port}, not --http-port {s.http_port}: Ray Serve on this cluster "
                 "routes it there; stopped it. Run with the ports the cluster serves, or --ingress proxy")
     return None
 
 
+class _HideRaysReadyLine(logging.Filter):
+    """Ray Serve logs "Application 'embedserve' is ready at http://127.0.0.1:<port>/", the head
+    node's idle proxy on a port of its own with direct ingress; the banner says where it answers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return " is ready at " not in record.getMessage()
+
+
 def serve_command(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     s = Settings(**overrides)
     stopping = threading.Event()
+    logging.getLogger("ray.serve").addFilter(_HideRaysReadyLine())
 
     def trap_signals() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -135,12 +145,18 @@ def serve_command(args) -> int:
               f"CPU {e.get('cpu', {}).get('model')} [{', '.join(e.get('cpu', {}).get('features', []))}]"
               + (f", min cosine {fid['min_cos']:.5f} to sentence-transformers" if fid else ""), flush=True)
         print(f"    why: {e.get('choice')}", flush=True)
-    # Where the application answers, as Ray Serve routes it (direct ingress: the replica's own ports).
-    print(f"  HTTP  {app.http_url}/v1/embeddings   (OpenAI-compatible; ingress: {ingress.kind})", flush=True)
+    # Where the application answers, as Ray Serve routes it (direct ingress: the replica's own
+    # ports), and where each port really listens (read from the machine's sockets).
+    http_port = urlsplit(app.http_url).port
+    print(f"  HTTP  {app.http_url}/v1/embeddings   (OpenAI-compatible; ingress: {ingress.kind}; "
+          f"listens on {listens_at(http_port)})", flush=True)
     if s.grpc_port:
-        print(f"  gRPC  {app.grpc_target}   embedserve.v1.EmbeddingService (reflection on)", flush=True)
+        grpc_port = int(app.grpc_target.rsplit(":", 1)[1])
+        print(f"  gRPC  {app.grpc_target}   embedserve.v1.EmbeddingService (reflection on; "
+              f"listens on {listens_at(grpc_port)})", flush=True)
     if s.metrics_port and not s.ray_address:
-        print(f"  Prometheus  http://127.0.0.1:{s.metrics_port}/metrics   (ray_embedserve_*)", flush=True)
+        print(f"  Prometheus  http://{'127.0.0.1' if s.host in ('0.0.0.0', '::') else s.host}:{s.metrics_port}/metrics"
+              f"   (ray_embedserve_*; listens on {listens_at(s.metrics_port)})", flush=True)
     print("Ctrl-C stops it.", flush=True)
     stopping.wait()
     print("shutting down: draining requests in flight", flush=True)

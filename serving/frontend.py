@@ -72,6 +72,8 @@ class Frontend:
     pipeline: Pipeline
     api_keys: frozenset[str] = frozenset()
     max_payload_bytes: int = 8 << 20
+    # POST /v1/embeddings takes token ids (Settings.accept_token_ids).
+    accept_token_ids: bool = False
     # Probes one model's encoders end to end; True when they answered.
     probe: Callable[[str], Awaitable[bool]] | None = None
     # Describes what runs one model (models.encoder.Encoder.describe, wherever it runs).

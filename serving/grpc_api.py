@@ -110,7 +110,10 @@ def fail(context, err: EmbedError):
 
 
 def timing_metadata(outcome: EmbedOutcome) -> list[tuple[str, str]]:
-    return [(f"x-{k}-time", f"{v * 1000:.2f}") for k, v in outcome.timings.items()]
+    """The trailing metadata of an Embed answer: what HTTP sends as headers (stage timings in
+    milliseconds, the cache hits, the texts in the encoder batch)."""
+    timings = [(f"x-{k}-time", f"{v * 1000:.2f}") for k, v in outcome.timings.items()]
+    return timings + [("x-cache-hits", str(outcome.cache_hits)), ("x-batch-size", str(outcome.batch_size))]
 
 
 async def embed(fe: Frontend, request: pb.EmbedRequest, context) -> pb.EmbedResponse:

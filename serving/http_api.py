@@ -11,8 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import EmbedError, InvalidInput
+from models.errors import EmbedError, InputTooLong, InvalidInput
 from models.postprocess import EncodingFormat, OutputOptions, parse_format
+from models.prompts import resolve_prompt
 from models.tokenizer import Truncate
 from serving.cohere_api import add_cohere_routes
 from serving.errors import as_embed_error, error_body, http_status, retry_after
@@ -31,7 +32,17 @@ from serving.protocol import (
 ERRORS = error_responses(ErrorResponse)
 
 
-def job_from_request(req: EmbeddingRequest) -> EmbedJob:
+TOKEN_IDS_REFUSED = (
+    "input is an array of token ids, and this service embeds text: send the text itself (or ids from this "
+    "service's own POST /tokenize, once EMBEDSERVE_ACCEPT_TOKEN_IDS=true). Ids from another tokenizer embed the "
+    "wrong text. LangChain's OpenAIEmbeddings sends tiktoken ids by default: give it "
+    "check_embedding_ctx_length=False."
+)
+
+
+def job_from_request(req: EmbeddingRequest, accept_token_ids: bool = False) -> EmbedJob:
+    """The core's job for an OpenAI request; token ids only with `accept_token_ids`
+    (Settings.accept_token_ids), as no client can know this service's tokenizer but from /tokenize."""
     inp = req.input
     texts = token_ids = None
     if isinstance(inp, str):
@@ -40,12 +51,23 @@ def job_from_request(req: EmbeddingRequest) -> EmbedJob:
         raise InvalidInput("input must not be empty.", param="input")
     elif isinstance(inp[0], str):
         texts = list(inp)
+    elif not accept_token_ids:
+        raise InvalidInput(TOKEN_IDS_REFUSED, param="input", code="token_ids_not_accepted")
     elif isinstance(inp[0], int):
         token_ids = [list(inp)]
     else:
         token_ids = [list(x) for x in inp]
     opts = OutputOptions(req.dimensions, parse_format(req.encoding_format), req.normalize)
     return EmbedJob(req.model, texts, token_ids, opts, Truncate.parse(req.truncate), req.input_type)
+
+
+def cut(rt, text: str, prompt: str) -> bool:
+    """Whether `text` (with `prompt`) is over the model's maximum length."""
+    try:
+        rt.tokenizer.encode([text], Truncate.NONE, prompt)
+        return False
+    except InputTooLong:
+        return True
 
 
 def render(outcome: EmbedOutcome, fmt: EncodingFormat) -> bytes:
@@ -112,7 +134,7 @@ def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
     async def embeddings(request: Request) -> Response:
         fe = await authorized(request)
         req = parse_body(EmbeddingRequest, await read_json(request, fe.max_payload_bytes))
-        job = job_from_request(req)
+        job = job_from_request(req, fe.accept_token_ids)
         outcome = await fe.embed(job, "http")
         return Response(
             render(outcome, job.options.encoding_format),
@@ -133,7 +155,7 @@ def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
         response_model=TokenizeResponse,
         responses=ERRORS,
         openapi_extra=openapi_body(TokenizeRequest),
-        summary="Token ids and counts, as the model sees them",
+        summary="Token ids and counts, as the model sees them (after truncation; truncated says which were cut)",
     )
     async def tokenize(request: Request):
         fe = await authorized(request)
@@ -141,8 +163,12 @@ def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
         texts = [req.input] if isinstance(req.input, str) else req.input
         rt = fe.pipeline.runtime(req.model)
         fe.pipeline.check_count(EmbedJob(req.model, texts))
-        seqs = rt.tokenizer.encode(texts)
-        return {"model": rt.spec.id, "tokens": [s.tolist() for s in seqs], "counts": [len(s) for s in seqs]}
+        prompt = resolve_prompt(rt.prompts, req.input_type)
+        seqs = rt.tokenizer.encode(texts, Truncate.END, prompt)
+        full = rt.spec.max_seq_length
+        return {"model": rt.spec.id, "tokens": [s.tolist() for s in seqs], "counts": [len(s) for s in seqs],
+                "truncated": [len(s) >= full and cut(rt, t, prompt) for s, t in zip(seqs, texts)],
+                "max_input_tokens": full}
 
     @app.get("/health", summary="Alive")
     async def health():

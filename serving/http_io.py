@@ -83,6 +83,8 @@ def parse_body(model, obj: object):
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         param = str(first["loc"][0]) if first["loc"] else None
+        if first["type"] == "value_error":  # our own validators' messages, whole
+            raise InvalidInput(str(first["ctx"]["error"]), param=param) from None
         raise InvalidInput(f"Invalid '{loc or 'body'}': {first['msg']}.", param=param) from None
 
 

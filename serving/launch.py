@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from serving.ports import free_port
+from serving.ray_listeners import HOST_ENV
 from serving.settings import Settings
 
 GRPC_SERVICERS = [
@@ -21,39 +22,11 @@ GRPC_SERVICERS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listened_on(port: int) -> bool:
-    """Something on this machine listens on `port`, on any interface. A
-    bind that ignores TIME_WAIT (SO_REUSEADDR) but not a listener, SO_REUSEPORT or not: gRPC
-    servers and HAProxy bind with SO_REUSEPORT, so a second one on a taken port starts without
-    complaint and the kernel splits the connections between the two."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("", port))
-            return False
-        except OSError:
-            return True
-
-
-class PortInUse(RuntimeError):
-    pass
-
-
-def check_ports(ports: dict[str, int]) -> None:
-    """Raises PortInUse naming every port of `ports` (a flag or setting: its port; 0 = off)
-    that another process listens on, before anything starts on them."""
-    taken = [f"{port} ({name})" for name, port in ports.items() if port and listened_on(port)]
-    if taken:
-        raise PortInUse(
-            f"port {', '.join(taken)} already in use on this machine: another process would answer "
-            "part of the requests sent there. Stop it, or choose other ports."
-        )
+# Where Ray's processes on this machine learn the address to bind (set by `start_ray` from the
+# ingress's host; a cluster's pods leave it unset: all interfaces).
+# Ray's switch (named for Windows and macOS, where it is off by default) that makes a local Ray a
+# one-machine cluster on 127.0.0.1: its node address, and every port it opens, on loopback.
+LOOPBACK_RAY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 # Ports one node's direct-ingress replicas take, from the HTTP (gRPC) port up: one a replica.
@@ -109,6 +82,7 @@ class IngressConfig:
         """The switches, and the ports and paths of this machine's instance."""
         direct = self.kind in ("direct", "haproxy")
         env = self.switches()
+        env[HOST_ENV] = self.host  # Ray's gRPC servers bind it too (adapt_ray_listeners)
         if not direct:
             return env
         # A stopping replica keeps answering this long so that an outside load balancer
@@ -148,22 +122,32 @@ class IngressConfig:
 
 def start_ray(
     address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 512,
-    ingress: IngressConfig | None = None, metrics_port: int | None = None,
+    ingress: IngressConfig | None = None, metrics_port: int | None = None, loopback_only: bool = False,
 ) -> None:
     """Join the Ray cluster at `address`, or start a local one without a dashboard, its object
     store capped, its Prometheus metrics on `metrics_port` (None: a port Ray picks), Ray Serve's
-    environment set for `ingress`."""
+    environment set for `ingress`. `loopback_only` (the CLI's own Ray, EMBEDSERVE_HOST a loopback
+    address): Ray runs as a one-machine cluster on 127.0.0.1, so every port it opens, the
+    metrics endpoint included, listens on loopback only (else Ray binds the metrics on every
+    interface). Never for a Ray that other nodes join: its environment would stop `ray start`
+    of a worker node."""
     import ray
 
     from serving.proxy import CALLBACK
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.update((ingress or IngressConfig()).env())
+    ingress = ingress or IngressConfig()
+    os.environ.update(ingress.env())
     # Ray's proxies (started by the Ray this process starts) wrap their HTTP app in ours.
     os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", CALLBACK)
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return
+    if loopback_only:
+        from ray._private import ray_constants
+
+        os.environ[LOOPBACK_RAY_ENV] = "0"  # for Ray's processes, started below
+        ray_constants.ENABLE_RAY_CLUSTER = False  # for this one, which read it on import
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
         object_store_memory=object_store_mb << 20,

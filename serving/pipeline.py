@@ -194,8 +194,11 @@ class Pipeline:
         self.encoded_texts = 0
 
     def runtime(self, model: str) -> ModelRuntime:
-        spec = resolve_model(model)
-        rt = self.runtimes.get(spec.key)
+        """The served model `model` names; a 404 that lists the served ones (not the registry's)."""
+        try:
+            rt = self.runtimes.get(resolve_model(model).key)
+        except ModelNotFound:
+            rt = None
         if rt is None:
             served = ", ".join(r.spec.id for r in self.runtimes.values())
             raise ModelNotFound(

@@ -5,9 +5,48 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 EmbeddingInput = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+INPUT_SHAPES = "a string, an array of strings, or token ids (an array of integers, or of arrays of integers)"
+
+
+def _kind(x: object) -> str:
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "a boolean"
+    if isinstance(x, int):
+        return "an integer"
+    if isinstance(x, float):
+        return "a number"
+    if isinstance(x, str):
+        return "a string"
+    if isinstance(x, list):
+        return "an array"
+    return "an object"
+
+
+def input_shape_problem(value: object) -> str | None:
+    """Why `value` is none of the shapes `input` may take, said plainly (pydantic's own message
+    for a union names its first member: "Invalid 'input.str'"); None when it is one of them."""
+    if isinstance(value, str):
+        return None
+    if not isinstance(value, list):
+        return f"input is {_kind(value)}; it must be {INPUT_SHAPES}."
+    if not value:
+        return None  # the pipeline says "must not be empty"
+    first = _kind(value[0])
+    if first not in ("a string", "an integer", "an array"):
+        return f"input[0] is {first}; input must be {INPUT_SHAPES}."
+    for i, x in enumerate(value):
+        if _kind(x) != first:
+            return f"input[{i}] is {_kind(x)} while input[0] is {first}; input must be {INPUT_SHAPES}."
+        if first == "an array":
+            bad = next((j for j, y in enumerate(x) if _kind(y) != "an integer"), None)
+            if bad is not None:
+                return f"input[{i}][{bad}] is {_kind(x[bad])}; an array of arrays must hold token ids (integers)."
+    return None
 
 
 class EmbeddingRequest(BaseModel):
@@ -36,6 +75,14 @@ class EmbeddingRequest(BaseModel):
         description="search_document, search_query, classification, clustering (or another prompt name the model "
         "declares): puts the model's prompt for it before each text. None: the plain text.",
     )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_shape(cls, value):
+        problem = input_shape_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class Embedding(BaseModel):
@@ -149,9 +196,14 @@ class ErrorResponse(BaseModel):
 class TokenizeRequest(BaseModel):
     model: StrictStr
     input: StrictStr | list[StrictStr]
+    input_type: StrictStr | None = Field(
+        None, description="As on /v1/embeddings: the model's prompt for it comes before each text, in the tokens too."
+    )
 
 
 class TokenizeResponse(BaseModel):
     model: str
-    tokens: list[list[int]]
-    counts: list[int]
+    tokens: list[list[int]] = Field(description="As the model reads them (truncate end): prompt and special tokens included.")
+    counts: list[int] = Field(description="Tokens of each input after truncation to max_input_tokens.")
+    truncated: list[bool] = Field(description="Whether an input was longer than max_input_tokens and was cut.")
+    max_input_tokens: int

@@ -17,8 +17,10 @@ from starlette.middleware import Middleware
 
 from models.errors import NotReady
 from serving.errors import error_body, retry_after
+from serving.ray_listeners import adapt_ray_listeners
 
 CALLBACK = "serving.proxy:middlewares"
+adapt_ray_listeners()  # this process's Ray servers: on EMBEDSERVE_HOST, their ports reusable at once
 LOST = NotReady("The replica serving this request went away (a node was lost or a replica restarted); retry it.")
 
 

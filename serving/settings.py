@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMBEDSERVE_", extra="ignore", frozen=True)
 
     # Where it listens.
-    host: str = Field("127.0.0.1", description="Address the HTTP and gRPC servers bind to.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address every listener binds to: HTTP, gRPC and (a local Ray's) Prometheus metrics. "
+        "A loopback address keeps the local Ray on loopback too; 0.0.0.0 opens them to the network.",
+    )
     http_port: int = Field(8000, ge=1, le=65535, description="HTTP (OpenAI-compatible API) port.")
     grpc_port: int = Field(9000, ge=0, le=65535, description="gRPC port (0 turns gRPC off).")
     ingress: Literal["proxy", "direct", "haproxy"] = Field(
@@ -107,6 +111,12 @@ class Settings(BaseSettings):
     encoder_max_ongoing_requests: int = Field(256, ge=1, description="Encoder calls in flight per replica.")
     max_inputs: int = Field(2048, ge=1, description="Most inputs in one request.")
     max_payload_bytes: int = Field(8 << 20, ge=1024, description="Largest request body.")
+    accept_token_ids: bool = Field(
+        False,
+        description="POST /v1/embeddings (and OpenAI batch files) take token ids as input, read as this model's own "
+        "(from POST /tokenize). Off: an array of integers is a 400, since clients such as LangChain's OpenAIEmbeddings "
+        "send tiktoken ids that would embed as the wrong text.",
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 429.")
     request_timeout_s: float = Field(60.0, gt=0, description="Deadline of one request inside the service.")
 

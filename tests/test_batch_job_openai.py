@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.support.batch import MODEL, manifests, read_jsonl_lines, run_cli, write_jsonl
+from tests.support.service import deploy, undeploy
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +51,20 @@ def job(tmp_path_factory):
     folder = tmp_path_factory.mktemp("openai")
     path = write_jsonl(folder / "requests.jsonl", REQUESTS)
     out = folder / "results"
-    proc = run_cli(path, out, "--shard-rows", "5", "--workers", "1", "--object-store-mb", "100")
+    proc = run_cli(path, out, "--shard-rows", "5", "--workers", "1", "--object-store-mb", "100",
+                   "--accept-token-ids", "true",  # the token-ids lines; refused by default (test_token_ids_input)
+                   progress=True)
     return out, proc
+
+
+@pytest.fixture(scope="module")
+def route(ray_serve):
+    """POST /v1/embeddings with the job's settings: token ids accepted (the service's default
+    refuses them, tests/test_token_ids_input.py)."""
+    app = deploy(ray_serve, "batch-route", "/batch-route", models=[MODEL], accept_token_ids=True, cache="off",
+                 encoder_num_cpus=0.5)
+    yield app
+    undeploy("batch-route")
 
 
 def as_array(embedding, encoding_format: str) -> np.ndarray:
@@ -77,7 +90,7 @@ def assert_same_answer(got: dict, want: dict, encoding_format: str) -> None:
             assert np.abs(a - b).max() <= 1
 
 
-def test_each_answer_is_what_the_route_answers_for_the_same_body(job, service):
+def test_each_answer_is_what_the_route_answers_for_the_same_body(job, route):
     out, _ = job
     lines = {line["custom_id"]: line for line in read_jsonl_lines(out / "output.jsonl")}
     assert list(lines) == ANSWERED  # the 200s, in input order
@@ -86,19 +99,19 @@ def test_each_answer_is_what_the_route_answers_for_the_same_body(job, service):
         assert line.keys() == {"id", "custom_id", "response", "error"} and line["error"] is None
         assert line["response"].keys() == {"status_code", "request_id", "body"}
         assert line["response"]["status_code"] == 200
-        status, _, want = service.post("/v1/embeddings", bodies[custom_id])
+        status, _, want = route.post("/v1/embeddings", bodies[custom_id])
         assert status == 200, want
         assert_same_answer(line["response"]["body"], want, bodies[custom_id].get("encoding_format", "float"))
 
 
-def test_a_bad_body_gets_the_routes_status_and_error_json(job, service):
+def test_a_bad_body_gets_the_routes_status_and_error_json(job, route):
     out, _ = job
     errors = read_jsonl_lines(out / "errors.jsonl")
     refused = [e for e in errors if e["response"] is not None]
     assert [e["custom_id"] for e in refused] == REFUSED
     bodies = {r["custom_id"]: r["body"] for r in REQUESTS if isinstance(r, dict) and "custom_id" in r}
     for line in refused:
-        status, _, want = service.post("/v1/embeddings", bodies[line["custom_id"]])
+        status, _, want = route.post("/v1/embeddings", bodies[line["custom_id"]])
         assert 400 <= status < 500
         assert (line["response"]["status_code"], line["response"]["body"]) == (status, want)
         assert line["error"] is None
@@ -109,6 +122,14 @@ def test_lines_that_are_no_request_are_error_lines_with_the_reason(job):
     errors = [e for e in read_jsonl_lines(out / "errors.jsonl") if e["response"] is None]
     assert {e["error"]["line"]: (e["custom_id"], e["error"]["code"]) for e in errors} == NOT_REQUESTS
     assert all(e["error"]["message"] for e in errors)
+
+
+def test_the_progress_bar_says_the_workers_load_the_model_before_the_first_answers(job):
+    _, proc = job
+    bar = proc.stderr.replace("\r", "\n")
+    first = bar.index("loading the model (1 worker)")
+    assert "0/16" in bar[first:].splitlines()[0]
+    assert "16/16" in bar[first:], bar[-2000:]
 
 
 def test_every_line_is_accounted_for_once(job, ray_serve):

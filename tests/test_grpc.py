@@ -36,6 +36,17 @@ def test_embed_returns_the_same_vectors_as_http(stub, service):
     assert resp.usage.prompt_tokens > 0 and resp.model == "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def test_embed_sends_timings_cache_hits_and_batch_size_as_trailing_metadata(stub):
+    s, md = stub
+    texts = ["trailing metadata, once", "trailing metadata, twice"]
+    for expected_hits in ("0", "2"):  # the second call is answered from the cache
+        _, call = s.Embed.with_call(pb.EmbedRequest(model="all-MiniLM-L6-v2", texts=texts), metadata=md)
+        trailing = dict(call.trailing_metadata())
+        assert trailing["x-cache-hits"] == expected_hits, trailing
+        assert int(trailing["x-batch-size"]) >= (1 if expected_hits == "0" else 0)
+        assert float(trailing["x-total-time"]) > 0
+
+
 def test_dimensions_and_quantized_formats_match_http(stub, service):
     s, md = stub
     for fmt, name in [(pb.ENCODING_FORMAT_INT8, "int8"), (pb.ENCODING_FORMAT_UBINARY, "ubinary")]:

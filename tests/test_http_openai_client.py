@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from openai import OpenAI
+from openai import BadRequestError, OpenAI
 
 from models.fidelity import cosines
 from tests.support.engine import fidelity_texts, reference_model
@@ -54,14 +54,11 @@ def test_dimensions_give_renormalized_truncated_vectors(client, texts, dims):
     np.testing.assert_allclose(cut, expected, atol=1e-5)
 
 
-def test_token_id_input_embeds_like_the_text(client, service):
-    _, _, tok = service.post("/tokenize", {"model": "all-MiniLM-L6-v2", "input": ["the quick brown fox"]})
-    ids = tok["tokens"][0]
-    from_text = vectors(client.embeddings.create(model="all-MiniLM-L6-v2", input="the quick brown fox", encoding_format="float"))
-    from_ids = vectors(client.embeddings.create(model="all-MiniLM-L6-v2", input=ids, encoding_format="float"))
-    from_id_lists = vectors(client.embeddings.create(model="all-MiniLM-L6-v2", input=[ids, ids], encoding_format="float"))
-    np.testing.assert_allclose(from_ids, from_text, atol=1e-5)
-    np.testing.assert_allclose(from_id_lists, np.vstack([from_text, from_text]), atol=1e-5)
+def test_token_ids_are_a_bad_request_that_names_the_langchain_option(client, service):
+    """The service's default (tests/test_token_ids_input.py shows ids from /tokenize accepted)."""
+    ids = service.post("/tokenize", {"model": "all-MiniLM-L6-v2", "input": ["the quick brown fox"]})[2]["tokens"][0]
+    with pytest.raises(BadRequestError, match="check_embedding_ctx_length=False"):
+        client.embeddings.create(model="all-MiniLM-L6-v2", input=ids, encoding_format="float")
 
 
 def test_two_models_are_served_at_once(client, texts):

@@ -5,11 +5,9 @@ signal answered by a clean exit."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from concurrent import futures
 
 import grpc
@@ -18,6 +16,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.grpc_gen import embedding_pb2_grpc as pbg
+from tests.support.cli import Serve
+from tests.support.cli import cli_env as support_cli_env
 from tests.support.redis_server import quiet_ports
 from tests.support.service import ROOT, App, artifact_dir
 
@@ -29,10 +29,7 @@ KEY = "ingress-test-key"
 
 def cli_env() -> dict[str, str]:
     """The CLI's environment: a Ray of its own (not the session's), offline, API keys on."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               EMBEDSERVE_API_KEYS=KEY)
-    return env
+    return support_cli_env(EMBEDSERVE_API_KEYS=KEY)
 
 
 @pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
@@ -41,29 +38,11 @@ def test_the_cli_serves_http_and_grpc_on_its_ports_through_each_ingress(tmp_path
     # a port drawn from the ephemeral range can be taken, SO_REUSEPORT and all, by another Serve
     # replica on this machine before HAProxy binds it (once, a keyless call was answered).
     http_port, grpc_port, metrics_port = quiet_ports(3)
-    env = cli_env()
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.cli", "serve", "--ingress", ingress, "--http-port", str(http_port),
-         "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), "--models", M,
-         "--artifact-dir", str(artifact_dir()), "--encoder-num-cpus", "0.5", "--object-store-mb", "100",
-         "--cache", "off"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    serve = Serve(tmp_path / "serve.log", http_port, grpc_port, metrics_port, "--ingress", ingress, env=cli_env())
     app = App("embedserve", f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
     auth = {"authorization": f"Bearer {KEY}"}
-
-    def tail() -> str:
-        log.flush()
-        log.seek(0)
-        return log.read()[-3000:]
-
     try:
-        deadline = time.monotonic() + 240
-        while "Ctrl-C stops it" not in tail():
-            assert proc.poll() is None and time.monotonic() < deadline, tail()
-            time.sleep(1)
-        assert f"ingress: {ingress}" in tail()
+        assert f"ingress: {ingress}" in serve.wait_banner()
 
         status, _, body = app.post("/v1/embeddings", {"model": M, "input": "through " + ingress}, headers=auth)
         assert status == 200 and len(body["data"][0]["embedding"]) == 384, body
@@ -78,13 +57,10 @@ def test_the_cli_serves_http_and_grpc_on_its_ports_through_each_ingress(tmp_path
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert "embedserve.v1.EmbeddingService" in ProtoReflectionDescriptorDatabase(channel).get_services()
 
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=90) == 0, tail()
+        serve.proc.send_signal(signal.SIGTERM)
+        assert serve.proc.wait(timeout=90) == 0, serve.output()[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        serve.close()
 
 
 def test_the_cli_refuses_ports_another_process_listens_on():

@@ -33,7 +33,7 @@ def prompted_service(ray_serve):
     """all-MiniLM-L6-v2 with prompts per input type and a small limit of windows per text."""
     app = deploy(
         ray_serve, "prompted", "/prompted", models=[M], prompts={M: PROMPTS},
-        max_windows_per_text=PROMPTED_MAX_WINDOWS, cache="memory", encoder_num_cpus=0.5,
+        max_windows_per_text=PROMPTED_MAX_WINDOWS, cache="memory", encoder_num_cpus=0.5, accept_token_ids=True,
     )
     yield app
     undeploy("prompted")
@@ -123,6 +123,15 @@ def test_an_input_type_without_a_prompt_is_a_400_on_every_front_door(prompted_se
     with pytest.raises(grpc.RpcError) as info:
         grpc_route(prompted_service, ["x"], input_type="classification")
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "classification" in info.value.details()
+
+
+def test_tokenize_counts_the_prompt_of_the_input_type(prompted_service):
+    plain = prompted_service.post("/tokenize", {"model": M, "input": "cats"})[2]
+    query = prompted_service.post("/tokenize", {"model": M, "input": "cats", "input_type": "search_query"})[2]
+    prompt_tokens = prompted_service.post("/tokenize", {"model": M, "input": PROMPTS["search_query"].strip()})[2]
+    assert query["counts"][0] == plain["counts"][0] + prompt_tokens["counts"][0] - 2  # one [CLS] and [SEP]
+    embedded = prompted_service.post("/v1/embeddings", {"model": M, "input": "cats", "input_type": "search_query"})[2]
+    assert embedded["usage"]["prompt_tokens"] == query["counts"][0]
 
 
 def test_token_ids_with_a_prompted_input_type_are_refused(prompted_service):

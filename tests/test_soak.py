@@ -32,7 +32,8 @@ POOL = [load.words(90_000 + i, 8 + i % 30) for i in range(64)]
 
 @pytest.fixture(scope="module")
 def soaked(ray_serve):
-    app = deploy(ray_serve, "soak", "/soak", models=[M], cache="memory", cache_max_bytes=CACHE_BYTES, encoder_num_cpus=0.5)
+    app = deploy(ray_serve, "soak", "/soak", models=[M], cache="memory", cache_max_bytes=CACHE_BYTES, encoder_num_cpus=0.5,
+                 accept_token_ids=True)
     yield app
     undeploy("soak")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from serving.launch import listened_on
+from serving.ports import listened_on
 
 
 class PortAllocator:

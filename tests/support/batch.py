@@ -55,9 +55,9 @@ def run_in_process(input: Path | str, output: Path, workers: int = 1, s: Setting
     return run_batch(opts, s or settings())
 
 
-def cli_command(input: Path | str, output: Path, *args: str) -> list[str]:
+def cli_command(input: Path | str, output: Path, *args: str, progress: bool = False) -> list[str]:
     return [sys.executable, "-m", "serving.cli", "batch", str(input), str(output), "--model", MODEL,
-            "--artifact-dir", str(artifact_dir()), "--no-progress", *args]
+            "--artifact-dir", str(artifact_dir()), *([] if progress else ["--no-progress"]), *args]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -65,8 +65,9 @@ def cli_env(**extra: str) -> dict[str, str]:
     return {**env, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", **extra}
 
 
-def run_cli(input: Path | str, output: Path, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cli_command(input, output, *args), cwd=ROOT, env=env or cli_env(), capture_output=True,
+def run_cli(input: Path | str, output: Path, *args: str, env: dict | None = None, timeout: float = 300,
+            progress: bool = False) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cli_command(input, output, *args, progress=progress), cwd=ROOT, env=env or cli_env(), capture_output=True,
                           text=True, timeout=timeout)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc

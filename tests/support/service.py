@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving import launch
-from serving.launch import App, free_port
+from serving.launch import App
+from serving.ports import free_port
 from serving.settings import Settings
 
 __all__ = ["App", "ROOT", "RayServe", "artifact_dir", "deploy", "free_port", "undeploy"]
