@@ -48,9 +48,9 @@ class Embedder:
         return self.prompts.get(input_type, "") if input_type else ""
 
     def embed(self, key: str, texts: list[str], input_type: str | None, truncate: str, tick=lambda n: None) -> np.ndarray:
-        """Unit float32 vectors (full dimension) of `texts`, computed once per run for the same
-        texts (`key` names them), prompt and truncation."""
-        ck = (key, self.prompt(input_type), truncate)
+        """Unit float32 vectors (full dimension) of `texts`, computed once for the same texts,
+        prompt and truncation; `key` names the texts ("queries", "corpus") for `windows`."""
+        ck = (key, hash(tuple(texts)), self.prompt(input_type), truncate)
         if ck not in self.cache:
             vectors, windows = self._embed(texts, input_type, truncate, tick)
             self.cache[ck] = vectors

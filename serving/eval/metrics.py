@@ -23,6 +23,11 @@ MRR_AT = 10
 NDCG_AT = 10
 
 
+def ranked(run: dict[str, float]) -> list[str]:
+    """A query's run (document id -> score) in trec_eval's order: score, then id, descending."""
+    return [d for d, _ in sorted(run.items(), key=lambda item: (item[1], item[0]), reverse=True)]
+
+
 def recall_at(ranked: list[str], qrels: dict[str, int], k: int) -> float:
     relevant = {d for d, g in qrels.items() if g > 0}
     return len(relevant.intersection(ranked[:k])) / len(relevant)
