@@ -52,7 +52,8 @@ class Embedder:
         prompt and truncation; `key` names the texts ("queries", "corpus") for `windows`."""
         ck = (key, hash(tuple(texts)), self.prompt(input_type), truncate)
         if ck not in self.cache:
-            vectors, windows = self._embed(texts, input_type, truncate, tick)
+            truncated = self.cache.get((*ck[:3], "end")) if truncate == "window" else None
+            vectors, windows = self._embed(texts, input_type, truncate, tick, truncated)
             self.cache[ck] = vectors
             if truncate == "window":
                 self.windows[key] = windows
@@ -60,7 +61,9 @@ class Embedder:
             tick(len(texts))
         return self.cache[ck]
 
-    def _embed(self, texts, input_type, truncate, tick) -> tuple[np.ndarray, list[int]]:
+    def _embed(self, texts, input_type, truncate, tick, truncated=None) -> tuple[np.ndarray, list[int]]:
+        """(vectors, windows per text). `truncated`: the same texts' vectors with truncate=end,
+        where known (a text that fits the window is one window: the same vector)."""
         raise NotImplementedError
 
 
@@ -83,7 +86,7 @@ class LocalEmbedder(Embedder):
         self.encoder, self.runtime, self.spec = encoder, runtime, spec
         return self
 
-    def _embed(self, texts, input_type, truncate, tick):
+    def _embed(self, texts, input_type, truncate, tick, truncated=None):
         from models.prompts import resolve_prompt
         from models.tokenizer import Truncate
         from serving.batch_job import encode_sorted
@@ -95,13 +98,21 @@ class LocalEmbedder(Embedder):
         step = 4096  # texts tokenized and embedded at a time: bounded memory on a large corpus
         for lo in range(0, len(texts), step):
             units = self.runtime.units(texts[lo:lo + step], Truncate.parse(truncate), prompt)
+            windows += [len(u) for u in units]
+            todo = list(range(len(units)))
+            if truncated is not None:  # only the texts over the window need embedding again
+                vectors[lo:lo + len(units)] = truncated[lo:lo + len(units)]
+                todo = [i for i, u in enumerate(units) if len(u) > 1]
+                tick(len(units) - len(todo))
+            if not todo:
+                continue
+            units = [units[i] for i in todo]
             seqs = [s for unit in units for s in unit]
             ticks = tick if all(len(u) == 1 for u in units) else (lambda n: None)
             pooled = pool_units(encode_sorted(self.encoder, seqs, ticks), units)
             if ticks is not tick:
                 tick(len(units))
-            vectors[lo:lo + len(units)] = postprocess(pooled, self.spec, OutputOptions())
-            windows += [len(u) for u in units]
+            vectors[[lo + i for i in todo]] = postprocess(pooled, self.spec, OutputOptions())
         return vectors, windows
 
 
@@ -125,7 +136,7 @@ class ServiceEmbedder(Embedder):
         self.url, self.headers = url, headers
         return self
 
-    def _embed(self, texts, input_type, truncate, tick):
+    def _embed(self, texts, input_type, truncate, tick, truncated=None):
         out, windows = [], []
         for lo in range(0, len(texts), REQUEST_INPUTS):
             body = {"model": self.model_id, "input": texts[lo:lo + REQUEST_INPUTS], "encoding_format": "base64",

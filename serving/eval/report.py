@@ -91,6 +91,7 @@ def plot(result: Result, path: Path) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return None
     markers = {"float": "o", "int8": "s", "uint8": "D", "binary": "v", "binary-rescore": "^"}
@@ -110,6 +111,7 @@ def plot(result: Result, path: Path) -> Path | None:
     for enc, m in markers.items():
         ax.scatter([], [], marker=m, color="grey", label=enc)
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     ax.set_xlabel("bytes per vector (log scale)")
     ax.set_ylabel(NDCG.upper())
     ax.set_title(f"{result.dataset['name']}: {result.dataset['queries']} queries, {result.dataset['documents']} documents")
