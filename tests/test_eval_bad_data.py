@@ -95,5 +95,6 @@ def test_what_can_be_left_out_is_counted_with_its_reason(tmp_path, capsys):
     assert skipped[("judgements", "query id matches no query")]["examples"] == ["q-unknown"]
     assert skipped[("queries", "no relevant document (grade > 0) among the judged documents")]["examples"] == ["q3"]
     assert report["dataset"]["queries"] == 2 and report["dataset"]["documents"] == 2
+    assert [n["reason"] for n in report["not_run"]] == ["no document is over the model's window"]
     for s in skipped.values():
         assert f"skipped {s['count']} {s['what']}: {s['reason']}" in out

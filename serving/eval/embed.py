@@ -42,7 +42,7 @@ class Embedder:
     prompts: dict[str, str]  # input type -> prompt ({} when the model declares none)
     allows_dimensions: Callable[[int], bool]
     cache: dict = field(default_factory=dict, repr=False)
-    windows: dict = field(default_factory=dict, repr=False)  # texts key -> windows per text
+    windows: dict = field(default_factory=dict, repr=False)  # texts key -> windows per text, of the last window call
 
     def prompt(self, input_type: str | None) -> str:
         return self.prompts.get(input_type, "") if input_type else ""
@@ -52,14 +52,14 @@ class Embedder:
         prompt and truncation; `key` names the texts ("queries", "corpus") for `windows`."""
         ck = (key, hash(tuple(texts)), self.prompt(input_type), truncate)
         if ck not in self.cache:
-            truncated = self.cache.get((*ck[:3], "end")) if truncate == "window" else None
-            vectors, windows = self._embed(texts, input_type, truncate, tick, truncated)
-            self.cache[ck] = vectors
-            if truncate == "window":
-                self.windows[key] = windows
+            truncated = self.cache.get((*ck[:3], "end"), (None,))[0] if truncate == "window" else None
+            self.cache[ck] = self._embed(texts, input_type, truncate, tick, truncated)
         else:
             tick(len(texts))
-        return self.cache[ck]
+        vectors, windows = self.cache[ck]
+        if truncate == "window":
+            self.windows[key] = windows
+        return vectors
 
     def _embed(self, texts, input_type, truncate, tick, truncated=None) -> tuple[np.ndarray, list[int]]:
         """(vectors, windows per text). `truncated`: the same texts' vectors with truncate=end,

@@ -62,7 +62,7 @@ def notes(result: Result) -> str:
     for s in result.dataset["skipped"]:
         lines.append(f"skipped {s['count']} {s['what']}: {s['reason']} (e.g. {', '.join(s['examples'])})")
     for n in result.not_run:
-        what = " ".join(f"{k}={n[k]}" for k in ("model", "variant", "input_types", "dimensions", "encoding") if k in n)
+        what = " ".join(f"{k}={n[k]}" for k in ("model", "variant", "input_types", "dimensions", "encoding", "truncate") if k in n)
         lines.append(f"not run: {what}: {n['reason']}")
     return "\n".join(lines)
 

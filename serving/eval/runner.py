@@ -48,19 +48,21 @@ def run(ds: Dataset, embedders: list[Embedder], opts: Options, progress=None) ->
         for label, qtype, dtype in input_type_configs(emb, opts.input_types, result):
             total = len(ds.query_ids) + len(ds.doc_ids) * (2 if opts.long_documents else 1)
             tick = progress(total, f"{emb.model_id} {emb.variant} input types {label}") if progress else (lambda n: None)
+            base = {"model": emb.model_id, "variant": emb.variant, "input_types": label}
             try:
                 queries = emb.embed("queries", ds.query_texts, qtype, "end", tick)
                 docs = emb.embed("corpus", ds.doc_texts, dtype, "end", tick)
                 whole = emb.embed("corpus", ds.doc_texts, dtype, "window", tick) if opts.long_documents else None
             except EmbedError as exc:
-                result.not_run.append({"model": emb.model_id, "variant": emb.variant, "input_types": label,
-                                       "reason": exc.message})
+                result.not_run.append({**base, "reason": exc.message})
                 continue
             groups = dict(named)
+            if whole is not None and max(emb.windows["corpus"], default=1) == 1:
+                result.not_run.append({**base, "truncate": "window", "reason": "no document is over the model's window"})
+                whole = None
             if whole is not None:
                 groups = {"long docs": slices.long_doc_slice(ds, emb.windows["corpus"]), **groups}
             result.slices.update({k: len(v) for k, v in groups.items()})
-            base = {"model": emb.model_id, "variant": emb.variant, "input_types": label}
             truth, _ = search.search(search.encode(docs, queries, "float", emb.dimension, None), opts.depth, order)
             for dims_label in opts.dimensions:
                 dims = emb.dimension if dims_label == "full" else int(dims_label)
