@@ -15,7 +15,7 @@ from tests.support.eval import run_cli
 
 
 def test_the_demo_prints_a_ranked_table_and_writes_json_markdown_and_a_plot(capsys, tmp_path):
-    code, out, err = run_cli(capsys, "--demo", "--variant", "fp32", "--dimensions", "128,full",
+    code, out, err = run_cli(capsys, "--demo", "--variant", "auto", "--dimensions", "128,full",
                              "--encoding", "float,int8,binary,binary-rescore", "--out", str(tmp_path))
     assert code == 0, err
     assert "%|" in err  # the progress bar while embedding

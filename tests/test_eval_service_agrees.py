@@ -28,16 +28,18 @@ def app(ray_serve):
 
 @pytest.fixture(scope="module")
 def demo_part():
-    """The demo set's first 20 queries, their judged documents and 40 others (long ones among them)."""
+    """Of the demo set's first 20 queries, those with a relevant document among the first 40 judged
+    ones, and 20 other documents (long ones among them)."""
     ds = load(DEMO)
-    keep = ds.query_ids[:20]
-    judged = {d for q in keep for d in ds.qrels[q]}
-    docs = [i for i, d in enumerate(ds.doc_ids) if d in judged][:60]
-    docs += [i for i, d in enumerate(ds.doc_ids) if d not in judged][:40]
-    ds.query_ids, ds.query_texts = keep, ds.query_texts[:20]
-    ds.qrels = {q: ds.qrels[q] for q in keep}
-    ds.query_fields = {f: v[:20] for f, v in ds.query_fields.items()}
+    judged = {d for q in ds.query_ids[:20] for d in ds.qrels[q]}
+    docs = [i for i, d in enumerate(ds.doc_ids) if d in judged][:40]
+    docs += [i for i, d in enumerate(ds.doc_ids) if d not in judged][:20]
     ds.doc_ids, ds.doc_texts = [ds.doc_ids[i] for i in docs], [ds.doc_texts[i] for i in docs]
+    qrels = {q: {d: g for d, g in ds.qrels[q].items() if d in set(ds.doc_ids)} for q in ds.query_ids[:20]}
+    keep = [i for i, q in enumerate(ds.query_ids[:20]) if qrels[q]]
+    ds.query_ids, ds.query_texts = [ds.query_ids[i] for i in keep], [ds.query_texts[i] for i in keep]
+    ds.qrels = {q: qrels[q] for q in ds.query_ids}
+    ds.query_fields = {f: [v[i] for i in keep] for f, v in ds.query_fields.items()}
     return ds
 
 
@@ -74,6 +76,6 @@ def test_the_cli_runs_against_the_service(app, capsys, tmp_path, demo_part):
     report = json.loads((tmp_path / "eval.json").read_text())
     assert sorted(r["encoding"] for r in report["results"]) == ["float", "int8"]
     assert {r["variant"] for r in report["results"]} == {"fp32"}
-    assert report["dataset"]["queries"] == 20 and "float · full" in out and "int8 · full" in out
+    assert report["dataset"]["queries"] == len(demo_part.query_ids) and "float · full" in out and "int8 · full" in out
     code, _, err = run_cli(capsys, str(pairs), "--url", app.http_url, "--variant", "fp32")
     assert code == 2 and "with --url the service's own runs" in err
