@@ -14,6 +14,7 @@ from models.artifacts import ModelArtifacts
 from models.errors import ArtifactsMissing
 from models.specs import REGISTRY, resolve_model
 from serving import batch_job
+from serving.eval import command as eval_command
 from serving.launch import (
     App,
     IngressConfig,
@@ -190,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     batch_job.add_arguments(p_batch)
     add_settings_flags(p_batch, batch_job.ENGINE_SETTINGS)
     p_batch.set_defaults(func=batch_job.command)
+
+    p_eval = sub.add_parser("eval", help="Measure search quality per model, size and encoding on your own query/document pairs.",
+                            description=eval_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    eval_command.add_arguments(p_eval)
+    add_settings_flags(p_eval, eval_command.ENGINE_SETTINGS)
+    p_eval.set_defaults(func=eval_command.command)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
