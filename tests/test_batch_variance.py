@@ -9,12 +9,17 @@ Bounds hold on every CPU: where the CPU has no bf16 units the bf16 variant runs 
 from __future__ import annotations
 
 import functools
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from loadtest.batch_variance import variance_encoder
 from models.batch_variance import measure, sample_texts
 from models.corpus import evaluation_texts
+from tests.support.service import ROOT
 
 MODEL = "all-MiniLM-L6-v2"
 SIZES = (4, 64)
@@ -52,3 +57,16 @@ def test_bf16_really_moves_with_long_companions_where_the_cpu_runs_it():
         assert v.max_abs_long > 1e-6
     else:  # no bf16 units: the variant ran fp32 and moves no more than fp32 does
         assert v.max_abs_long <= BOUNDS["fp32"][0]
+
+
+def test_without_amx_the_bound_and_the_same_bytes_hold_too():
+    """The kernels of a CPU with AVX512-BF16 but no AMX: oneDNN (inside OpenVINO's CPU plugin)
+    capped at that ISA, in a process of its own. (On a CPU without AMX this is the plain run.)"""
+    code = "import json; from tests.test_batch_variance import measured; print(json.dumps(measured('openvino-bf16').to_dict()))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    v = json.loads(done.stdout.strip().splitlines()[-1])
+    max_abs, min_cos = BOUNDS[v["precision"]]
+    assert v["runs"] == 4 * len(SIZES) * 2 and v["repeat_identical"]
+    assert max(v["max_abs_short"], v["max_abs_long"]) <= max_abs and min(v["min_cos_short"], v["min_cos_long"]) >= min_cos, v
