@@ -28,6 +28,7 @@ from models.batching import (
     fit_cost_model,
     plan_batches,
 )
+from models.head import Head
 from models.pooling import pool
 from models.postprocess import OutputOptions, postprocess
 from models.specs import ModelSpec
@@ -82,6 +83,7 @@ class Encoder:
         self.threads = intra_op_threads
         self.streams = streams
         self.tokenizer = TextTokenizer(artifacts.tokenizer_path, spec)
+        self.head = Head.load(spec.dense, artifacts.root)  # Dense layers after pooling (None: none)
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.cost: CostModel = DEFAULT_COST
@@ -144,7 +146,7 @@ class Encoder:
         plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, self.cost)
         padded = [pad_batch([seqs[i] for i in batch], self.spec.pad_token_id) for batch in plan]
         t0 = time.perf_counter()
-        pooled = self.session.run_reduced(padded, lambda hidden, mask: pool(self.spec.pooling, hidden, mask))
+        pooled = self.session.run_reduced(padded, self._reduce)
         for batch, vectors in zip(plan, pooled):
             out[batch] = vectors
         if stats is not None:
@@ -155,6 +157,11 @@ class Encoder:
                 stats.padded_tokens += mask.size
                 stats.batch_sizes.append(len(batch))
         return out
+
+    def _reduce(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """A batch's token states -> its vectors: pooling, then the Dense layers if any."""
+        pooled = pool(self.spec.pooling, hidden, mask)
+        return pooled if self.head is None else self.head(pooled)
 
     def embed(
         self, texts: list[str], opts: OutputOptions = OutputOptions(), truncate: Truncate = Truncate.END
