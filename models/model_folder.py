@@ -229,14 +229,16 @@ def exported_spec(artifact_dir: Path, name: str) -> ModelSpec | None:
     return spec_from_manifest(recorded) if recorded else None
 
 
-def register_entries(entries: list[str], artifact_dir: Path) -> list[ModelSpec]:
-    """Every user model these entries name, registered in this process (models.specs): from
-    its manifest when exported (and its folder unchanged), else read from its folder."""
-    out = []
+def register_entries(entries: list[str], artifact_dir: Path) -> list[ModelSpec | None]:
+    """Per entry, the user model it names (None: a shipped model), registered in this process
+    (models.specs): from its manifest when exported (and its folder unchanged), else read from
+    its folder."""
+    out: list[ModelSpec | None] = []
     for entry in entries:
         name, path = parse_entry(entry)
         if path is None:
             if any(name.lower() in {s.key, s.id.lower(), *(a.lower() for a in s.aliases)} for s in REGISTRY):
+                out.append(None)
                 continue
             spec = exported_spec(artifact_dir, name)
             if spec is None:

@@ -103,13 +103,14 @@ def build(m: TinyModel, root: Path) -> Path:
     """`m` saved as a sentence-transformers folder under `root` (its HF folder beside it)."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+    from sentence_transformers.base.modules import Dense, Transformer
     from transformers import AutoModel, AutoTokenizer
 
     if m.tokenizer == "wordpiece":
-        tok = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
-        if m.arch != "bert":  # DistilBERT and ModernBERT take no token_type_ids
-            tok.model_input_names = ["input_ids", "attention_mask"]
+        # DistilBERT and ModernBERT take no token_type_ids.
+        names = {} if m.arch == "bert" else {"model_input_names": ["input_ids", "attention_mask"]}
+        tok = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True, **names)
     else:
         tok = _trained_tokenizer(m.tokenizer)
     torch.manual_seed(0)
@@ -137,3 +138,37 @@ def build(m: TinyModel, root: Path) -> Path:
 def build_all(root: Path) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     return {m.name: build(m, root) for m in TINY_MODELS}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The tiny models as folders, exported through the CLI into their own artifact folder."""
+
+    folders: dict[str, Path]
+    artifact_dir: Path
+    export_log: str
+
+
+def export_all(root: Path) -> Exported:
+    """Builds every tiny model, then exports them all with one `embedserve export NAME=PATH ...`."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.service import ROOT
+
+    folders = build_all(root / "folders")
+    artifacts = root / "artifacts"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, "-m", "serving.cli", "export", *(f"{n}={p}" for n, p in folders.items()),
+                           "--artifact-dir", str(artifacts)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Exported(folders, artifacts, done.stdout)
+
+
+def reference(folder: Path, texts: list[str], prompt: str | None = None):
+    """sentence-transformers' own fp32 vectors for `texts` (the model's own padding side)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    return model.encode(texts, prompt=prompt, batch_size=8, convert_to_numpy=True)
