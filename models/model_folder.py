@@ -187,12 +187,12 @@ def weights_digest(root: Path) -> str:
 
 
 def check_name(name: str) -> None:
-    if not NAME_RE.match(name):
-        raise ModelFolderError(f"'{name}' cannot name a model: letters, digits, '.', '_' and '-' only, at most 64.")
     wanted = name.lower()
     for spec in REGISTRY:
         if wanted in {spec.id.lower(), spec.key, *(a.lower() for a in spec.aliases)}:
             raise ModelFolderError(f"'{name}' is the name of the shipped model {spec.id}: choose another --name.")
+    if not NAME_RE.match(name):
+        raise ModelFolderError(f"'{name}' cannot name a model: letters, digits, '.', '_' and '-' only, at most 64.")
 
 
 def spec_to_manifest(spec: ModelSpec) -> dict:

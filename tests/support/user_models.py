@@ -149,19 +149,24 @@ class Exported:
     export_log: str
 
 
-def export_all(root: Path) -> Exported:
-    """Builds every tiny model, then exports them all with one `embedserve export NAME=PATH ...`."""
+def run_export(*args: str, artifact_dir: Path):
+    """`embedserve export ARGS --artifact-dir ARTIFACT_DIR` in a subprocess, offline."""
     import os
     import subprocess
     import sys
 
     from tests.support.service import ROOT
 
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, "-m", "serving.cli", "export", *args, "--artifact-dir", str(artifact_dir)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def export_all(root: Path) -> Exported:
+    """Builds every tiny model, then exports them all with one `embedserve export NAME=PATH ...`."""
     folders = build_all(root / "folders")
     artifacts = root / "artifacts"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, "-m", "serving.cli", "export", *(f"{n}={p}" for n, p in folders.items()),
-                           "--artifact-dir", str(artifacts)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = run_export(*(f"{n}={p}" for n, p in folders.items()), artifact_dir=artifacts)
     assert done.returncode == 0, done.stderr[-3000:]
     return Exported(folders, artifacts, done.stdout)
 
