@@ -176,10 +176,12 @@ class Encoder:
         shape: one untimed run (allocations), then the fastest of runs repeated until `min_s`
         has passed (at least two, at most `max_repeats`): quick shapes get more samples."""
         rng = np.random.default_rng(0)
+        high = min(2000, self.tokenizer.vocab_size)  # ids 1000..1999, inside a small vocabulary too
+        low = min(1000, high // 2)
         timings = []
         for rows, width in PROBE_SHAPES:
             width = min(width, self.spec.max_seq_length)
-            ids = rng.integers(1000, 2000, size=(rows, width), dtype=np.int64)
+            ids = rng.integers(low, high, size=(rows, width), dtype=np.int64)
             mask = np.ones_like(ids)
             self.session.run(ids, mask)
             best, spent, n = float("inf"), 0.0, 0

@@ -14,7 +14,7 @@ from models.errors import ArtifactsMissing, EmbedError
 from models.specs import REGISTRY, resolve_model
 from serving import batch_job
 from serving.launch import App, IngressConfig, PortInUse, check_ports, run_app, start_ray, start_serve, stop
-from serving.settings import Settings
+from serving.settings import Settings, settings_error
 
 
 
@@ -131,14 +131,6 @@ def serve_command(args) -> int:
     print("shutting down: draining requests in flight", flush=True)
     stop()
     return 0
-
-
-def settings_error(exc: ValueError) -> str:
-    """pydantic's ValidationError as one line."""
-    errors = getattr(exc, "errors", None)
-    if errors is None:
-        return str(exc)
-    return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors())
 
 
 def _auth_header(s: Settings) -> dict:

@@ -195,3 +195,11 @@ class Settings(BaseSettings):
             "floor": FidelityFloor(self.fidelity_min_cos, self.fidelity_top10_kept),
             "cpu": detected if self.cpu_features is None else detected.with_flags(set(self.cpu_features)),
         }
+
+
+def settings_error(exc: ValueError) -> str:
+    """pydantic's ValidationError of these settings as one line (for the CLI)."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors())
