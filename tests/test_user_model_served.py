@@ -17,6 +17,7 @@ from serving.cli import ensure_exported
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.grpc_gen import embedding_pb2_grpc as pbg
 from serving.settings import Settings
+from tests.support.batch import read_vectors, run_in_process, write_jsonl
 from tests.support.service import deploy, undeploy
 from tests.support.user_models import TINY_MODELS, reference
 
@@ -96,3 +97,15 @@ def test_grpc_list_models_lists_them(user_service):
     by_id = {m.id: m for m in listed.models}
     assert by_id["my-bert"].dimension == 24 and by_id["my-qwen"].max_input_tokens == 64
     assert "search_query" in by_id["my-qwen"].prompts
+
+
+def test_the_bulk_job_embeds_with_a_user_model(ray_serve, first_start, user_models, tmp_path):
+    """`embedserve batch --model my-bert`: the job's settings name the model, so its workers find it."""
+    s, _ = first_start
+    texts = TEXTS * 4
+    job = Settings(models=["my-bert"], artifact_dir=s.artifact_dir, variant="fp32")
+    run_in_process(write_jsonl(tmp_path / "in.jsonl", [{"id": i, "text": t} for i, t in enumerate(texts)]),
+                   tmp_path / "out", s=job, model="my-bert")
+    ids, vectors, _ = read_vectors(tmp_path / "out")
+    order = np.argsort([int(i) for i in ids])  # ids come back as strings
+    assert cosines(vectors[order], reference(user_models.folders["tiny-bert"], texts)).min() >= EXACT
