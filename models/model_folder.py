@@ -119,7 +119,8 @@ def read_folder(source: str, name: str | None = None) -> ModelSpec:
     """The spec of the model in `source` (a folder or a cached hub id), served as `name`
     (default: the folder's name). Refuses what the engine cannot run, with the reason."""
     root = locate(source)
-    name = name or root.name
+    # Default name: the folder's, or a cached hub id's last part (its snapshot folder is a hash).
+    name = name or (root.name if Path(source).expanduser().exists() else source.rsplit("/", 1)[-1])
     check_name(name)
     if not (root / "config.json").is_file() or not any((root / f).is_file() for f in WEIGHT_FILES):
         raise ModelFolderError(f"{root} holds no model: it needs a config.json and model.safetensors (or pytorch_model.bin).")
@@ -187,10 +188,8 @@ def weights_digest(root: Path) -> str:
 
 
 def check_name(name: str) -> None:
-    wanted = name.lower()
-    for spec in REGISTRY:
-        if wanted in {spec.id.lower(), spec.key, *(a.lower() for a in spec.aliases)}:
-            raise ModelFolderError(f"'{name}' is the name of the shipped model {spec.id}: choose another --name.")
+    if _is_shipped(name):
+        raise ModelFolderError(f"'{name}' is the name of a shipped model: choose another --name.")
     if not NAME_RE.match(name):
         raise ModelFolderError(f"'{name}' cannot name a model: letters, digits, '.', '_' and '-' only, at most 64.")
 
@@ -215,9 +214,16 @@ def parse_entry(entry: str) -> tuple[str | None, str | None]:
     if "=" in entry:
         name, path = entry.split("=", 1)
         return name.strip(), path.strip()
-    if "/" in entry and Path(entry).expanduser().exists() or entry.startswith(("/", ".", "~")):
+    if _is_shipped(entry):
+        return entry, None
+    if "/" in entry or entry.startswith((".", "~")):  # a folder, or a hub id (from the local cache only)
         return None, entry
     return entry, None
+
+
+def _is_shipped(name: str) -> bool:
+    wanted = name.strip().lower()
+    return any(wanted in {s.key, s.id.lower(), *(a.lower() for a in s.aliases)} for s in REGISTRY)
 
 
 def exported_spec(artifact_dir: Path, name: str) -> ModelSpec | None:
@@ -237,7 +243,7 @@ def register_entries(entries: list[str], artifact_dir: Path) -> list[ModelSpec |
     for entry in entries:
         name, path = parse_entry(entry)
         if path is None:
-            if any(name.lower() in {s.key, s.id.lower(), *(a.lower() for a in s.aliases)} for s in REGISTRY):
+            if _is_shipped(name):
                 out.append(None)
                 continue
             spec = exported_spec(artifact_dir, name)

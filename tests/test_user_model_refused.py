@@ -54,7 +54,7 @@ def test_a_model_that_needs_remote_code_is_named(tmp_path):
 @pytest.mark.parametrize("name", ["all-MiniLM-L6-v2", "sentence-transformers/all-mpnet-base-v2"])
 def test_a_name_clash_with_a_shipped_model(tmp_path, name):
     folder = model_folder(tmp_path / "mine", {"model_type": "bert"})
-    assert "the name of the shipped model" in refused(str(folder), "--name", name, artifact_dir=tmp_path / "a")
+    assert "the name of a shipped model" in refused(str(folder), "--name", name, artifact_dir=tmp_path / "a")
 
 
 def test_an_export_under_the_fp32_floor_fails(tmp_path):
