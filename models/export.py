@@ -186,7 +186,9 @@ def reference_vectors(source: Path, spec: ModelSpec, texts: list[str]) -> np.nda
 
     model = SentenceTransformer(str(source), device="cpu", local_files_only=True)
     model.max_seq_length = spec.max_seq_length
-    return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    # prompt="": the plain text, as the engine embeds it without input_type, even where the model
+    # declares a default_prompt_name.
+    return model.encode(texts, prompt="", batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
 
 
 def variant_entries(root: Path, built: set[str]) -> dict[str, dict]:
