@@ -28,6 +28,7 @@ from models.batching import (
     fit_cost_model,
     plan_batches,
 )
+from models.head import Head
 from models.pooling import pool
 from models.postprocess import OutputOptions, postprocess
 from models.specs import ModelSpec
@@ -82,6 +83,7 @@ class Encoder:
         self.threads = intra_op_threads
         self.streams = streams
         self.tokenizer = TextTokenizer(artifacts.tokenizer_path, spec)
+        self.head = Head.load(spec.dense, artifacts.root)  # Dense layers after pooling (None: none)
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.cost: CostModel = DEFAULT_COST
@@ -149,7 +151,7 @@ class Encoder:
         plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, cost or self.cost)
         padded = [pad_batch([seqs[i] for i in batch], self.spec.pad_token_id) for batch in plan]
         t0 = time.perf_counter()
-        pooled = self.session.run_reduced(padded, lambda hidden, mask: pool(self.spec.pooling, hidden, mask))
+        pooled = self.session.run_reduced(padded, self._reduce)
         for batch, vectors in zip(plan, pooled):
             out[batch] = vectors
         if stats is not None:
@@ -160,6 +162,11 @@ class Encoder:
                 stats.padded_tokens += mask.size
                 stats.batch_sizes.append(len(batch))
         return out
+
+    def _reduce(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """A batch's token states -> its vectors: pooling, then the Dense layers if any."""
+        pooled = pool(self.spec.pooling, hidden, mask)
+        return pooled if self.head is None else self.head(pooled)
 
     def embed(
         self, texts: list[str], opts: OutputOptions = OutputOptions(), truncate: Truncate = Truncate.END
@@ -174,10 +181,12 @@ class Encoder:
         shape: one untimed run (allocations), then the fastest of runs repeated until `min_s`
         has passed (at least two, at most `max_repeats`): quick shapes get more samples."""
         rng = np.random.default_rng(0)
+        high = min(2000, self.tokenizer.vocab_size)  # ids 1000..1999, inside a small vocabulary too
+        low = min(1000, high // 2)
         timings = []
         for rows, width in PROBE_SHAPES:
             width = min(width, self.spec.max_seq_length)
-            ids = rng.integers(1000, 2000, size=(rows, width), dtype=np.int64)
+            ids = rng.integers(low, high, size=(rows, width), dtype=np.int64)
             mask = np.ones_like(ids)
             self.session.run(ids, mask)
             best, spent, n = float("inf"), 0.0, 0

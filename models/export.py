@@ -23,6 +23,9 @@ from models.artifacts import MANIFEST_VERSION, ModelArtifacts, model_dir
 from models.backends import available_backends
 from models.calibration import fit_int8_scales
 from models.corpus import calibration_texts, evaluation_texts
+from models.errors import EmbedError
+from models.head import HEAD_FILE, save_head
+from models.model_folder import DECODERS, spec_to_manifest
 from models.pooling import l2_normalize
 from models.prompts import read_prompts
 from models.quality import measure as measure_quality
@@ -69,6 +72,8 @@ def is_complete(root: Path, int8_weights: bool) -> bool:
         return False
     files = {v["file"]: v["sha256"] for v in m["variants"].values()}
     files["tokenizer.json"] = m["tokenizer_sha256"]
+    if "head_sha256" in m:
+        files[HEAD_FILE] = m["head_sha256"]
     return all((root / f).is_file() and sha256_file(root / f) == s for f, s in files.items())
 
 
@@ -102,6 +107,10 @@ def write_tokenizer(source: Path, spec: ModelSpec, out_dir: Path) -> Path:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(source / "tokenizer.json"))
+    if spec.extra.get("lower_case"):  # sentence-transformers' do_lower_case, done by the tokenizer itself
+        from tokenizers import normalizers
+
+        tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), *([tok.normalizer] if tok.normalizer else [])])
     tok.no_padding()
     tok.enable_truncation(max_length=spec.max_seq_length)
     target = out_dir / "tokenizer.json"
@@ -113,8 +122,11 @@ def optimize_graph(fp32: Path, spec: ModelSpec, out_dir: Path) -> Path:
     """ONNX Runtime's transformer fusions (attention, layer norm, GELU) for the CPU."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model = optimize_model(str(fp32), model_type="bert", num_heads=0, hidden_size=0, opt_level=1)
     target = out_dir / VARIANTS["optimized"].file
+    if spec.architecture in DECODERS:  # BERT's fusions do not fit a decoder: ONNX Runtime's generic graph passes only
+        model = optimize_model(str(fp32), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
+    else:
+        model = optimize_model(str(fp32), model_type="bert", num_heads=0, hidden_size=0, opt_level=1)
     model.save_model_to_file(str(target))
     return target
 
@@ -128,13 +140,55 @@ def quantize_weights(fp32: Path, out_dir: Path) -> Path:
     return target
 
 
+class ExportFailed(EmbedError):
+    """The export does not give the model's own vectors (fidelity below the floor at fp32)."""
+
+    code = "export_failed"
+
+
+# What an exact (fp32) variant must keep of sentence-transformers' vectors, or the export fails.
+EXACT_MIN_COS = 0.9999
+
+
+def check_exact(spec: ModelSpec, manifest: dict) -> None:
+    """Every fp32 variant matches sentence-transformers (min cosine >= EXACT_MIN_COS)."""
+    for name, v in manifest["variants"].items():
+        fid = v.get("fidelity") or {}
+        if v["precision"] == "fp32" and fid.get("precision", "fp32") == "fp32" and fid.get("min_cos", 0.0) < EXACT_MIN_COS:
+            raise ExportFailed(
+                f"{spec.id}: the exported {name} graph gives vectors with min cosine {fid.get('min_cos', 0.0):.6f} to "
+                f"sentence-transformers, under the floor of {EXACT_MIN_COS} at fp32: the export failed."
+            )
+
+
+def export_head(source: Path, spec: ModelSpec, out_dir: Path) -> Path:
+    """The Dense layers' weights, read from their module folders (modules.json order)."""
+    import torch
+    from safetensors.numpy import load_file
+
+    modules = json.loads((source / "modules.json").read_text())
+    weights = []
+    for m in modules:
+        if m["type"].rsplit(".", 1)[-1] != "Dense":
+            continue
+        folder = source / m["path"]
+        if (folder / "model.safetensors").is_file():
+            state = load_file(str(folder / "model.safetensors"))
+        else:
+            state = {k: v.numpy() for k, v in torch.load(folder / "pytorch_model.bin", map_location="cpu").items()}
+        weights.append((state["linear.weight"], state.get("linear.bias")))
+    return save_head(weights, out_dir)
+
+
 def reference_vectors(source: Path, spec: ModelSpec, texts: list[str]) -> np.ndarray:
     """sentence-transformers' own vectors: the reference every variant is measured against."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(source), device="cpu", local_files_only=True)
     model.max_seq_length = spec.max_seq_length
-    return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    # prompt="": the plain text, as the engine embeds it without input_type, even where the model
+    # declares a default_prompt_name.
+    return model.encode(texts, prompt="", batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
 
 
 def variant_entries(root: Path, built: set[str]) -> dict[str, dict]:
@@ -276,11 +330,17 @@ def export_model(
     (root / "manifest.json").unlink(missing_ok=True)
     started = time.perf_counter()
     step = Steps(3 + int8_weights + REFERENCE_STEPS + MEASURE_STEPS, say)
-    step(f"{spec.id}: locating the packaged weights")
+    step(f"{spec.id}: " + ("reading the model folder" if spec.user else "locating the packaged weights"))
     source = materialize(spec, root)
     step("exporting fp32 ONNX with optimum (a minute or two)")
-    fp32 = export_onnx(source, root)
+    try:
+        fp32 = export_onnx(source, root)
+    except Exception as exc:  # noqa: BLE001 (optimum and torch raise whatever they raise)
+        arch = spec.architecture or "this"
+        raise ExportFailed(f"{spec.id}: optimum cannot export the '{arch}' architecture to ONNX: "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     tokenizer = write_tokenizer(source, spec, root)
+    head = export_head(source, spec, root) if spec.dense else None
     step("building the graph-optimized variant")
     built = {"fp32": fp32, "optimized": optimize_graph(fp32, spec, root)}
     if int8_weights:
@@ -298,7 +358,16 @@ def export_model(
         "opset": _opset(fp32),
         "variants": variant_entries(root, set(built)),
     }
+    if head is not None:
+        manifest["head_sha256"] = sha256_file(head)
+    if spec.user:  # a user's model: its spec, read from its folder, is served from here
+        manifest["model_spec"] = spec_to_manifest(spec)
     manifest = measure_artifacts(spec, artifact_dir, manifest, source, say, step)
+    try:
+        check_exact(spec, manifest)
+    except ExportFailed:
+        (root / "manifest.json").unlink(missing_ok=True)  # never taken for a complete export
+        raise
     manifest["export_seconds"] = round(time.perf_counter() - started, 1)
     write_manifest(root, manifest)
     say(f"{spec.id}: exported to {root} in {manifest['export_seconds']} s")

@@ -10,7 +10,8 @@ from typing import Literal
 
 from models.errors import ModelNotFound
 
-Pooling = Literal["mean", "cls", "last"]
+# sentence-transformers' pooling modes ("last" is its "lasttoken").
+Pooling = Literal["mean", "cls", "last", "max", "weightedmean", "mean_sqrt_len_tokens"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,24 @@ class SplitZipWeights:
     root: str  # the folder inside the archive that holds the model
 
 
-WeightSource = PackagedWeights | SplitZipWeights
+@dataclass(frozen=True)
+class FolderWeights:
+    """A user's model: a sentence-transformers or Hugging Face folder on disk (models.model_folder)."""
+
+    path: str
+
+
+WeightSource = PackagedWeights | SplitZipWeights | FolderWeights
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """A sentence-transformers Dense module after pooling: y = activation(W x + b). Its
+    weights are read at export into the artifacts (models.head)."""
+
+    in_features: int
+    out_features: int
+    activation: str  # models.head.ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,12 @@ class ModelSpec:
     # (models.prompts). The manifest (read at export) and EMBEDSERVE_PROMPTS add to these.
     prompts: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     pad_token_id: int = 0
+    # Read from a user's folder (models.model_folder); the shipped models keep the defaults.
+    dense: tuple[DenseLayer, ...] = ()
+    architecture: str = ""  # transformers model_type
+    similarity: str = "cosine"  # the model's similarity function (sentence-transformers)
+    default_prompt_name: str | None = None
+    user: bool = False  # exported from a folder, its spec recorded in its manifest
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -97,8 +121,21 @@ REGISTRY: tuple[ModelSpec, ...] = (MINILM_L6_V2, MPNET_BASE_V2)
 DEFAULT_MODEL = MINILM_L6_V2.id
 
 
-def resolve_model(name: str, registry: tuple[ModelSpec, ...] = REGISTRY) -> ModelSpec:
-    """The spec whose id, alias or key is `name` (case-insensitive)."""
+# Users' models this process knows (models.model_folder.register, from a manifest or a folder).
+_USER_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_user_model(spec: ModelSpec) -> None:
+    """Make a user's model resolvable by its name in this process (a clash with a shipped
+    model is refused earlier, in models.model_folder)."""
+    _USER_MODELS[spec.key] = spec
+
+
+def resolve_model(name: str, registry: tuple[ModelSpec, ...] | None = None) -> ModelSpec:
+    """The spec whose id, alias or key is `name` (case-insensitive): a shipped model, or a
+    user's model registered in this process."""
+    if registry is None:
+        registry = REGISTRY + tuple(_USER_MODELS.values())
     wanted = name.strip().lower()
     for spec in registry:
         if wanted in {spec.id.lower(), spec.key, *(a.lower() for a in spec.aliases)}:

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 from models.errors import ArtifactsMissing
-from models.specs import ModelSpec, PackagedWeights, SplitZipWeights
+from models.specs import FolderWeights, ModelSpec, PackagedWeights, SplitZipWeights
 
 
 def _package_dir(module: str) -> Path:
@@ -25,6 +25,10 @@ def _package_dir(module: str) -> Path:
 def materialize(spec: ModelSpec, work_dir: Path) -> Path:
     """A local folder with the model's sentence-transformers files (config, tokenizer, weights)."""
     w = spec.weights
+    if isinstance(w, FolderWeights):
+        if not Path(w.path, "config.json").is_file():
+            raise ArtifactsMissing(f"the folder of {spec.id}, {w.path}, is gone: the export cannot be repeated")
+        return Path(w.path)
     if isinstance(w, PackagedWeights):
         return _package_dir(w.package) / w.subdir
     if isinstance(w, SplitZipWeights):

@@ -45,7 +45,7 @@ from models.tokenizer import Truncate
 from serving import batch_io, batch_openai
 from serving.batch_io import Columns, InputError, Problem, Shard
 from serving.pipeline import EmbedJob, ModelRuntime, pool_units
-from serving.settings import Settings
+from serving.settings import Settings, settings_error
 
 JOB_VERSION = 2
 # Every shard's runs are planned with this fixed cost model, never with the one an engine
@@ -652,7 +652,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                  "OpenAI batch input file")
     p.add_argument("output", help="output folder (vectors/*.parquet or output.jsonl, errors.jsonl, summary.json); "
                                   "rerun the same command to resume")
-    p.add_argument("--model", default=None, help="model id or alias (default: the first of EMBEDSERVE_MODELS)")
+    p.add_argument("--model", default=None, help="model id or alias, a user's exported model name, or NAME=PATH "
+                   "(default: the first of EMBEDSERVE_MODELS)")
     p.add_argument("--text-column", default="text", help="column (JSON key) holding the text [text]")
     p.add_argument("--id-column", default=None, help="column holding the id [id, where the input has it; "
                                                      "else the row number]")
@@ -679,9 +680,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in ENGINE_SETTINGS and v is not None}
-    s = Settings(**overrides)
+    if args.model:  # the job's settings name its model: a user's model is then found in every worker
+        overrides["models"] = [args.model]
+    try:
+        s = Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError: e.g. a model neither shipped nor exported
+        print(f"embedserve batch: {settings_error(exc)}", file=sys.stderr)
+        return 2
     opts = BatchOptions(
-        input=args.input, output=Path(args.output), model=args.model or s.models[0],
+        input=args.input, output=Path(args.output), model=s.models[0],
         text_column=args.text_column, id_column=args.id_column, dimensions=args.dimensions,
         encoding_format=args.encoding_format, truncate=args.truncate, input_type=args.input_type,
         input_format=args.input_format,

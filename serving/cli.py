@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from models.artifacts import ModelArtifacts
-from models.errors import ArtifactsMissing
+from models.errors import ArtifactsMissing, EmbedError
 from models.specs import REGISTRY, resolve_model
 from serving import batch_job
 from serving.eval import command as eval_command
@@ -28,7 +28,7 @@ from serving.launch import (
     stop,
 )
 from serving.ports import PortInUse, check_ports, is_loopback, listens_at
-from serving.settings import Settings
+from serving.settings import Settings, settings_error
 
 
 
@@ -48,10 +48,21 @@ def export_command(args) -> int:
     except ImportError as exc:  # torch / optimum are only in the `export` extra
         print(f"export needs the export extra: pip install 'embedserve[export]' ({exc})", file=sys.stderr)
         return 2
+    from models.model_folder import parse_entry, read_folder
+
     artifact_dir = Path(args.artifact_dir or Settings().artifact_dir)
     names = args.models or Settings().models
-    for name in names:
-        export_model(resolve_model(name), artifact_dir, int8_weights=args.int8_weights, force=args.force)
+    if args.name and (len(names) != 1 or parse_entry(names[0])[1] is None):
+        print("embedserve export: --name names the model of one folder: embedserve export PATH --name NAME", file=sys.stderr)
+        return 2
+    try:
+        for entry in names:
+            name, path = parse_entry(entry)
+            spec = read_folder(path, args.name or name) if path is not None else resolve_model(name)
+            export_model(spec, artifact_dir, int8_weights=args.int8_weights, force=args.force)
+    except EmbedError as exc:  # a folder it cannot serve, a clash, an export below the floor: one line
+        print(f"embedserve export: {exc.message}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -67,11 +78,14 @@ def ensure_exported(s: Settings) -> None:
             if s.variant != "auto":
                 artifacts.variant(s.variant)
             missing = missing_measurements(artifacts.root, artifacts.manifest)
+            if spec.user and (artifacts.manifest.get("model_spec") or {}).get("revision") != spec.revision:
+                print(f"{spec.id}: its folder changed since the export: exporting it again.", flush=True)
+                missing = ["everything"]
         except ArtifactsMissing:
             print(f"{spec.id} is not exported yet: exporting it to {s.artifact_dir} (once).", flush=True)
             missing = ["everything"]
         if missing:
-            export_model(spec, s.artifact_dir, int8_weights=s.variant == "int8")
+            export_model(spec, s.artifact_dir, int8_weights=s.variant == "int8", force=missing == ["everything"] and spec.user)
 
 
 def start(s: Settings) -> tuple[App, IngressConfig]:
@@ -107,7 +121,11 @@ class _HideRaysReadyLine(logging.Filter):
 
 def serve_command(args) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    s = Settings(**overrides)
+    try:
+        s = Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError: a model entry it cannot serve, a bad value
+        print(f"embedserve serve: {settings_error(exc)}", file=sys.stderr)
+        return 2
     stopping = threading.Event()
     logging.getLogger("ray.serve").addFilter(_HideRaysReadyLine())
 
@@ -124,7 +142,11 @@ def serve_command(args) -> int:
     # From the start: the app answers before wait_ready() returns, and a signal in that window
     # would otherwise kill the process with requests in flight.
     trap_signals()
-    ensure_exported(s)
+    try:
+        ensure_exported(s)
+    except EmbedError as exc:  # a user's folder that cannot be exported: one line
+        print(f"embedserve serve: {exc.message}", file=sys.stderr)
+        return 2
     try:
         app, ingress = start(s)
     except IngressMismatch as exc:
@@ -176,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
 
     p_export = sub.add_parser("export", help="Export models to ONNX (needs the export extra).")
     known = ", ".join(a for s in REGISTRY for a in s.aliases)
-    p_export.add_argument("models", nargs="*", help=f"Models to export (default: EMBEDSERVE_MODELS). Known: {known}")
+    p_export.add_argument("models", nargs="*", help="Models to export (default: EMBEDSERVE_MODELS): a shipped model "
+                          f"({known}), a model folder PATH (sentence-transformers or Hugging Face; a hub id only "
+                          "from the local cache), or NAME=PATH.")
+    p_export.add_argument("--name", help="The name a folder's model is served as (default: the folder's name).")
     p_export.add_argument("--artifact-dir", help="Where artifacts go [env EMBEDSERVE_ARTIFACT_DIR]")
     p_export.add_argument("--int8-weights", action="store_true", help="Also build the dynamic-int8 weight variant (lossy).")
     p_export.add_argument("--force", action="store_true", help="Export again even if artifacts are complete.")

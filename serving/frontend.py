@@ -52,6 +52,13 @@ def describe_model(rt: ModelRuntime, engine: dict | None = None) -> dict:
         "max_input_tokens": spec.max_seq_length,
         "matryoshka_dimensions": "any" if spec.matryoshka_dims is None else list(spec.matryoshka_dims),
         "matryoshka_trained": spec.matryoshka_trained,
+        # How the model makes a vector (read from a user's folder at export; models.model_folder).
+        "pooling": spec.pooling,
+        "dense_layers": [f"{d.in_features}->{d.out_features} {d.activation.rsplit('.', 1)[-1]}" for d in spec.dense],
+        "normalized_by_model": spec.normalize,
+        "architecture": spec.architecture or None,
+        "similarity": spec.similarity,
+        "user_model": spec.user,
         "variant": rt.variant,
         "int8_scale_rule": INT8_RULE,
         "int8_scales": [{"dimensions": d, "scale": s} for d, s in sorted(rt.artifacts.int8_scales.items())],

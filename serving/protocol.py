@@ -160,6 +160,12 @@ class ModelCard(BaseModel):
     max_input_tokens: int
     matryoshka_dimensions: list[int] | Literal["any"]
     matryoshka_trained: bool
+    pooling: str = Field("mean", description="How token states become one vector: mean, cls, last, max, weightedmean, mean_sqrt_len_tokens.")
+    dense_layers: list[str] = Field(default_factory=list, description="Dense layers after pooling (in->out activation).")
+    normalized_by_model: bool = Field(True, description="Whether the model itself ends in Normalize (vectors are unit length unless normalize=false).")
+    architecture: str | None = Field(None, description="The transformers architecture of a user's model.")
+    similarity: str = Field("cosine", description="The model's similarity function (sentence-transformers).")
+    user_model: bool = Field(False, description="Exported from a user's folder (embedserve export PATH).")
     variant: str
     int8_scale_rule: str
     int8_scales: list[Int8Scale]

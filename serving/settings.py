@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.artifacts import default_artifact_dir
 from models.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
-from models.errors import ModelNotFound
+from models.errors import EmbedError, ModelNotFound
 from models.specs import DEFAULT_MODEL, ModelSpec, resolve_model
 from models.windows import DEFAULT_MAX_WINDOWS, DEFAULT_WINDOW_OVERLAP
 
@@ -50,7 +50,12 @@ class Settings(BaseSettings):
     )
 
     # Models and how they run.
-    models: CommaList = Field([DEFAULT_MODEL], description="Models to serve (ids or aliases, comma-separated).")
+    models: CommaList = Field(
+        [DEFAULT_MODEL],
+        description="Models to serve, comma-separated: a shipped model's id or alias, the name of a model exported "
+        "with `embedserve export PATH --name NAME`, a model folder PATH, or NAME=PATH (a folder not yet exported is "
+        "exported on first start). The name is what clients send as `model`.",
+    )
     variant: Literal["auto", "fp32", "optimized", "int8", "openvino-fp32", "openvino-bf16"] = Field(
         "auto",
         description="What runs the model: auto (the fastest variant this CPU runs natively whose measured "
@@ -137,6 +142,24 @@ class Settings(BaseSettings):
 
     _split_models = field_validator("models", "providers", "cpu_features", mode="before")(_split)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _user_models(cls, data):
+        """Users' models (PATH, NAME=PATH, or a name exported from a folder) are registered in
+        this process (models.model_folder) and then named by their names alone, so that every
+        process built from these settings (replicas, bulk-job workers) finds them by name."""
+        from models.model_folder import register_entries
+
+        if not isinstance(data, dict) or data.get("models") is None:
+            return data
+        artifact_dir = Path(data.get("artifact_dir") or default_artifact_dir()).expanduser()
+        entries = _split(data["models"])
+        try:
+            specs = {e: s for e, s in zip(entries, register_entries(entries, artifact_dir)) if s is not None}
+        except EmbedError as exc:
+            raise ValueError(exc.message) from None
+        return {**data, "models": [specs[e].key if e in specs else e for e in entries]}
+
     @field_validator("prompts", mode="before")
     @classmethod
     def _prompts_json(cls, value):
@@ -182,3 +205,11 @@ class Settings(BaseSettings):
             "floor": FidelityFloor(self.fidelity_min_cos, self.fidelity_top10_kept),
             "cpu": detected if self.cpu_features is None else detected.with_flags(set(self.cpu_features)),
         }
+
+
+def settings_error(exc: ValueError) -> str:
+    """pydantic's ValidationError of these settings as one line (for the CLI)."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors())

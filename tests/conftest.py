@@ -6,6 +6,7 @@ import pytest
 
 from tests.support.cluster import cluster_app, ray_cluster  # noqa: F401 (session fixtures: the multi-node cluster)
 from tests.support.service import RayServe, deploy
+from tests.support.user_models import export_all
 
 SERVED_MODELS = ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]
 
@@ -22,3 +23,10 @@ def service(ray_serve):
     """The application as `make serve` runs it (both models, in-process cache), at /."""
     return deploy(ray_serve, "embedserve", "/", models=SERVED_MODELS, encoder_num_cpus=1)
 
+
+
+@pytest.fixture(scope="session")
+def user_models(tmp_path_factory):
+    """Tiny random models of every supported architecture, saved as sentence-transformers
+    folders and exported through `embedserve export NAME=PATH ...` (tests.support.user_models)."""
+    return export_all(tmp_path_factory.mktemp("user-models"))

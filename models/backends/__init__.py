@@ -42,6 +42,8 @@ def feed(input_names: set[str], input_ids: np.ndarray, attention_mask: np.ndarra
     out = {"input_ids": input_ids, "attention_mask": attention_mask}
     if "token_type_ids" in input_names:
         out["token_type_ids"] = np.zeros_like(input_ids)
+    if "position_ids" in input_names:  # decoders (Qwen): right padding, so every row counts from 0
+        out["position_ids"] = np.tile(np.arange(input_ids.shape[1], dtype=np.int64), (input_ids.shape[0], 1))
     return {k: v for k, v in out.items() if k in input_names}
 
 

@@ -43,7 +43,7 @@ class RayServe:
 
 def deploy(ray_serve: RayServe, name: str, route_prefix: str, **overrides) -> App:
     """Deploy the application as `name` at `route_prefix` and wait until /ready says so."""
-    settings = Settings(artifact_dir=artifact_dir(), **overrides)
+    settings = Settings(**{"artifact_dir": artifact_dir(), **overrides})  # a test's own artifact_dir may override
     return launch.run_app(settings, name, route_prefix).wait_ready()
 
 
