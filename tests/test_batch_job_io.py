@@ -98,7 +98,7 @@ def test_the_cli_refuses_what_it_cannot_run_with_a_message_and_exit_2(tmp_path, 
     assert code == 2 and "--dimensions: an OpenAI batch file carries its options in each request's body" in err
     (tmp_path / "texts.jsonl").write_text(json.dumps({"text": "x"}) + "\n")
     code, err = batch(str(tmp_path / "texts.jsonl"), "--model", "no-such-model")
-    assert code == 2 and "does not exist" in err
+    assert code == 2 and "the model 'no-such-model' is neither shipped nor exported" in err and len(err.splitlines()) == 1
     code, err = batch(str(tmp_path / "texts.jsonl"), "--dimensions", "1000")
     assert code == 2 and "dimensions must be an integer from 1 to 384" in err
     assert not (tmp_path / "out").exists()  # nothing was started
