@@ -577,6 +577,8 @@ def run_on_ray(job: Job, pending: list[Shard], done: dict, opts: BatchOptions, s
         stop = threading.Event()
 
         def follow() -> None:
+            if bar.disable:  # --no-progress: nothing to show (a disabled bar has no description either)
+                return
             base = bar.n
 
             def catch_up() -> None:
