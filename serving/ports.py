@@ -4,6 +4,7 @@ check `embedserve serve` makes before it starts on them."""
 from __future__ import annotations
 
 import ipaddress
+import random
 import socket
 import time
 
@@ -19,6 +20,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def bound(port: int) -> bool:
+    """Some socket on this machine is bound to `port` (listening, connected or waiting to close),
+    on any interface: a plain bind to it fails."""
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+# Where `free_port_blocks` draws from: below the OS's ephemeral ports (32768 up) and above Ray's
+# worker ports (10002-19999), so that no outgoing connection or Ray worker takes a port of a block.
+BLOCK_RANGE = (20000, 29999)
+
+
+def free_port_blocks(n: int, span: int, avoid: tuple[int, ...] = (), rng=random) -> list[int]:
+    """The first ports of `n` blocks of `span` + 1 ports each, in BLOCK_RANGE, that nothing on this
+    machine holds now and that include none of `avoid`: ranges a server of this instance alone
+    takes its ports from (servers that bind with SO_REUSEPORT would share a port silently)."""
+    low, high = BLOCK_RANGE
+    starts = list(range(low, high - span, span + 1))
+    rng.shuffle(starts)
+    found: list[int] = []
+    for start in starts:
+        block = range(start, start + span + 1)
+        if any(port in block for port in avoid) or any(bound(port) for port in block):
+            continue
+        found.append(start)
+        if len(found) == n:
+            return found
+    raise RuntimeError(f"no {n} free blocks of {span + 1} ports in {low}-{high}")
 
 
 def listening(port: int) -> list:
