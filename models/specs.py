@@ -75,6 +75,10 @@ class ModelSpec:
     similarity: str = "cosine"  # the model's similarity function (sentence-transformers)
     default_prompt_name: str | None = None
     user: bool = False  # exported from a folder, its spec recorded in its manifest
+    # What the model is for: "embed" (dense vectors), "rerank" (a cross-encoder: one score a
+    # query-document pair) or "sparse" (SPLADE-style: a weight a vocabulary token). Each task
+    # has its own routes; a model asked for another task's route is refused with a 4xx.
+    task: str = "embed"
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
