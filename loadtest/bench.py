@@ -38,7 +38,8 @@ from loadtest import gemm_peak, sysinfo
 from models.specs import resolve_model
 from loadtest.cluster_bench import kept_section
 from loadtest.engines import run_child
-from loadtest.generator import LoadConfig, run_load, write_json
+from loadtest.generator import run_load, write_json
+from loadtest.load_config import LoadConfig
 from loadtest.profile import breakdown, markdown_table
 from loadtest.workload import Corpus, FixedWorkload, Uniquifier, artifact_dir
 
