@@ -56,35 +56,23 @@ class BatchOptions:
     progress: bool = True
 
 
+def _under(name: str) -> property:
+    """A Layout property: the path `name` under OUTPUT."""
+    return property(lambda self: self.root / name)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where a job's files go under OUTPUT."""
 
     root: Path
 
-    @property
-    def job_file(self) -> Path:
-        return self.root / "_job.json"
-
-    @property
-    def shards_dir(self) -> Path:
-        return self.root / "_shards"
-
-    @property
-    def vectors_dir(self) -> Path:
-        return self.root / "vectors"
-
-    @property
-    def errors_file(self) -> Path:
-        return self.root / "errors.jsonl"
-
-    @property
-    def output_file(self) -> Path:
-        return self.root / "output.jsonl"
-
-    @property
-    def summary_file(self) -> Path:
-        return self.root / "summary.json"
+    job_file = _under("_job.json")
+    shards_dir = _under("_shards")
+    vectors_dir = _under("vectors")
+    errors_file = _under("errors.jsonl")
+    output_file = _under("output.jsonl")
+    summary_file = _under("summary.json")
 
     def manifest(self, shard: Shard) -> Path:
         return self.shards_dir / f"{shard.name}.json"

@@ -50,12 +50,11 @@ MISSING = object()
 
 
 def read_records(shard: Shard, columns: Columns) -> Records:
-    if shard.format == "parquet":
-        return _parquet_records(shard, columns)
     ids: list = []
     texts: list[str | None] = []
     problems: dict[int, Problem] = {}
-    raw_records = _csv_shard(shard, columns) if shard.format == "csv" else _jsonl_shard(shard, columns)
+    reader = {"parquet": _parquet_shard, "csv": _csv_shard}.get(shard.format, _jsonl_shard)
+    raw_records = reader(shard, columns)
     for i, (rid, text, problem) in enumerate(raw_records):
         if columns.id is None:
             rid = shard.row_base + i
@@ -115,7 +114,7 @@ def _csv_shard(shard: Shard, columns: Columns) -> Iterator[tuple[object, object,
             yield rid, text, None
 
 
-def _parquet_records(shard: Shard, columns: Columns) -> Records:
+def _parquet_shard(shard: Shard, columns: Columns) -> Iterator[tuple[object, object, Problem | None]]:
     import pyarrow.parquet as pq
 
     names = [columns.text] + ([columns.id] if columns.id else [])
@@ -140,18 +139,9 @@ def _parquet_records(shard: Shard, columns: Columns) -> Records:
 
     table = pa.Table.from_batches(parts) if parts else pf.schema_arrow.empty_table().select(names)
     values = table.column(columns.text).to_pylist()
-    ids = table.column(columns.id).to_pylist() if columns.id else list(range(shard.row_base, shard.row_base + shard.rows))
-    problems: dict[int, Problem] = {}
-    texts: list[str | None] = []
-    for i, (rid, value) in enumerate(zip(ids, values)):
-        problem = Problem("missing_id", f"the record has no {columns.id!r} value") if rid is None else None
-        problem = problem or check_text(value, columns.text)
-        texts.append(None if problem else value)
-        if problem:
-            problems[i] = problem
-    if len(ids) != shard.rows:
-        raise InputError(f"{shard.path} changed since the job was planned")
-    return Records(ids, texts, problems)
+    ids = table.column(columns.id).to_pylist() if columns.id else [MISSING] * len(values)
+    for rid, value in zip(ids, values):
+        yield (MISSING if rid is None else rid), value, None
 
 
 def read_lines(shard: Shard) -> list[bytes]:
