@@ -26,24 +26,19 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from loadtest import gemm_peak, sysinfo
-from models.specs import resolve_model
+from loadtest.bench_report import LABELS, MPNET_TEXTS, ROOT, MiB, engine_row, render, summarize
+from loadtest.bench_service import log, measure_service
 from loadtest.cluster_bench import kept_section
 from loadtest.engines import run_child
-from loadtest.generator import LoadConfig, run_load, write_json
-from loadtest.profile import breakdown, markdown_table
-from loadtest.workload import Corpus, FixedWorkload, Uniquifier, artifact_dir
-
-ROOT = Path(__file__).resolve().parents[1]
-MiB = 1 << 20
+from loadtest.generator import write_json
+from loadtest.workload import Corpus, artifact_dir
+from models.specs import resolve_model
 
 # (key, label, what it is compared with, the ratio it must reach)
 TARGETS = [
@@ -62,7 +57,6 @@ RSS_BEFORE_MIB = 382
 RSS_GROWTH = 1.30
 # The raw rows of the bench model, set against the machine's GEMM peak (loadtest.gemm_peak).
 RAW_OF_MODEL = ("raw", "raw_ort_fp32", "raw_ov_fp32", "raw_no_bf16")
-MPNET_TEXTS = 500  # the second model's raw ceilings run on the first texts only (5x the cost a text)
 
 
 def parse_args(argv):
@@ -93,260 +87,6 @@ def parse_args(argv):
     if a.runs < 1:
         p.error("--runs must be at least 1")
     return a
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def engine_row(name: str, result: dict, n_texts: int, n_tokens: int) -> dict:
-    runs = []
-    for r in result["runs"]:
-        lat = r["batch_latency_ms"]
-        runs.append({"seconds": r["seconds"], "texts_per_s": n_texts / r["seconds"], "tokens_per_s": n_tokens / r["seconds"],
-                     "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "errors": 0,
-                     "cores": r["cpu_s"] / r["seconds"], "loadavg": None})
-    return {"name": name, "runs": runs, "peak_rss_bytes": result["peak_rss_bytes"], "detail": {
-        k: v for k, v in result.items() if k not in ("runs", "peak_rss_bytes")}}
-
-
-def summarize(row: dict) -> dict:
-    runs = row["runs"]
-    return {
-        "texts_per_s": median([r["texts_per_s"] for r in runs]),
-        "tokens_per_s": median([r["tokens_per_s"] for r in runs]),
-        "p50": median([r["p50"] for r in runs]),
-        "p99": median([r["p99"] for r in runs]),
-        "errors": sum(r["errors"] for r in runs),
-        "cores": median([r.get("cores") for r in runs]),
-        "client_cores": median([r.get("client_cores") for r in runs]),
-        "texts_per_cpu_s": median([r["texts_per_s"] / r["cores"] if r.get("cores") else None for r in runs]),
-        "spread": (min(r["texts_per_s"] for r in runs), max(r["texts_per_s"] for r in runs)),
-    }
-
-
-def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
-    from loadtest.service import LocalService, RssSampler, proxy_pids, replica_pids
-
-    adir = artifact_dir(a.artifact_dir)
-    log("starting a local Ray Serve (own Ray, free loopback ports)")
-    t0 = time.perf_counter()
-    svc = LocalService.start()
-    rows: dict[str, dict] = {}
-    samples: dict[str, list] = {}
-    try:
-        common = dict(models=[a.model], artifact_dir=adir, variant=a.variant, providers=a.providers.split(","),
-                      encoder_num_cpus=1)
-        tag = f"bench{int(time.time()) % 100000}"
-        nocache = svc.deploy(f"{tag}-nocache", "/nocache", cache="off", **common)
-        cached = svc.deploy(f"{tag}-cached", "/cached", cache="memory", **common)
-        separate = svc.deploy(f"{tag}-separate", "/separate", cache="off", encoder_placement="replica", **common)
-        log(f"service ready in {time.perf_counter() - t0:.0f} s: {nocache.http_url}, {cached.http_url}, gRPC {nocache.grpc_target}")
-
-        texts, tokens = corpus.texts, corpus.tokens
-        bulk = FixedWorkload.chunked(texts, tokens, a.bulk_size, f"corpus, {a.bulk_size} a request")
-        single = FixedWorkload.chunked(texts, tokens, 1, "corpus, 1 a request")
-        uniq = Uniquifier(corpus.tokenizer, salt=int(time.time() * 1000))
-        uniq.check(texts, tokens)
-
-        def miss_workload(run: int) -> FixedWorkload:
-            made = [uniq.make(t, n, run * len(texts) + i) for i, (t, n) in enumerate(zip(texts, tokens))]
-            return FixedWorkload.chunked([t for t, _ in made], [n for _, n in made], a.bulk_size,
-                                         "unique texts (2-word prefix, +2 tokens)")
-
-        def cfg(app, transport, conc, label, requests):
-            return LoadConfig(transport=transport, url=app.http_url, grpc_target=app.grpc_target,
-                              grpc_metadata=app.grpc_metadata, model=a.model, concurrency=conc, requests=requests,
-                              timeout_s=300, keep_samples=True, progress=progress, label=label)
-
-        plan = [
-            ("bulk_http", lambda r: (cfg(nocache, "http", a.bulk_concurrency, "bulk HTTP", len(bulk)), bulk, nocache)),
-            ("single_c32", lambda r: (cfg(nocache, "http", a.single_concurrency, "single c32", len(single)), single, nocache)),
-            ("grpc_bulk", lambda r: (cfg(nocache, "grpc", a.bulk_concurrency, "gRPC bulk", len(bulk)), bulk, nocache)),
-            ("cache_miss", lambda r: (cfg(cached, "http", a.bulk_concurrency, "cache miss", len(bulk)), miss_workload(r), cached)),
-            ("cache_hit", lambda r: (cfg(cached, "http", a.bulk_concurrency, "cache hit", len(bulk) * a.hit_passes), bulk, cached)),
-            ("separate_bulk", lambda r: (cfg(separate, "http", a.bulk_concurrency, "bulk HTTP, encoder deployment", len(bulk)), bulk, separate)),
-            ("separate_single", lambda r: (cfg(separate, "http", a.single_concurrency, "single c32, encoder deployment", len(single)), single, separate)),
-        ]
-        # Warm both apps (ORT's first runs per shape, connections) and put the hit texts in the cache.
-        log("warming up and priming the cache")
-        for app, transport in ((nocache, "http"), (nocache, "grpc"), (cached, "http"), (separate, "http")):
-            run_load(LoadConfig(transport=transport, url=app.http_url, grpc_target=app.grpc_target,
-                                grpc_metadata=app.grpc_metadata, model=a.model, concurrency=2,
-                                requests=min(4, len(bulk)), timeout_s=300, progress=False, label="warm-up"), bulk)
-        run_load(LoadConfig(url=cached.http_url, model=a.model, concurrency=2, requests=len(bulk), timeout_s=300,
-                            progress=False, label="prime"), bulk)
-
-        proxies = proxy_pids()
-        for run in range(a.runs):
-            for key, make in plan:
-                c, wl, app = make(run)
-                pids = list(replica_pids(app.name).values())
-                load1 = os.getloadavg()[0]
-                client0 = time.process_time()
-                with RssSampler(pids, cpu_only_pids=proxies) as rss:
-                    rep = run_load(c, wl)
-                client_cpu = time.process_time() - client0
-                lat = rep["latency_ms"]
-                row = rows.setdefault(key, {"name": key, "runs": [], "peak_rss_bytes": 0, "detail": {
-                    "workload": rep["workload"], "concurrency": c.concurrency, "transport": c.transport,
-                    "replicas": sorted(replica_pids(app.name))}})
-                row["runs"].append({"texts_per_s": rep["texts_per_s"], "tokens_per_s": rep["tokens_per_s"],
-                                    "p50": lat["p50"], "p99": lat["p99"], "errors": rep["errors_total"],
-                                    "error_kinds": rep["errors"], "seconds": rep["window_s"],
-                                    "server_tokens_match": rep["server_tokens"] in (None, rep["tokens"]),
-                                    "cores": rss.cpu_s / max(rep["window_s"], 1e-9),
-                                    "client_cores": client_cpu / max(rep["window_s"], 1e-9), "loadavg": load1})
-                row["peak_rss_bytes"] = max(row["peak_rss_bytes"], rss.peak)
-                samples.setdefault(key, []).extend(rep.pop("samples", []))
-                log(f"run {run + 1}/{a.runs} {key}: {rep['texts_per_s']:.1f} texts/s, p50 {lat['p50'] or 0:.0f} ms, "
-                    f"p99 {lat['p99'] or 0:.0f} ms, errors {rep['errors_total']}")
-        stats = {name: app.get("/stats")[2] for name, app in (("nocache", nocache), ("cached", cached), ("separate", separate))}
-        rows["_stats"] = stats
-    finally:
-        log("stopping the service")
-        svc.stop()
-    return rows, {k: breakdown(v) for k, v in samples.items()}
-
-
-LABELS = {
-    "raw": "(1) raw ceiling: the engine the service runs (auto), in-process",
-    "raw_ort_fp32": "(1) raw: ONNX Runtime fp32 (the engine before OpenVINO)",
-    "raw_ort_optimized": "(1) raw: ONNX Runtime fp32, fused graph",
-    "raw_ov_fp32": "(1) raw: OpenVINO fp32",
-    "raw_no_bf16": "(1) raw: auto as on a CPU without bf16 units",
-    "mpnet_raw": "(1) raw: all-mpnet-base-v2, auto",
-    "mpnet_raw_ort_fp32": "(1) raw: all-mpnet-base-v2, ONNX Runtime fp32",
-    "st": "(2) sentence-transformers, torch fp32",
-    "st_bf16": "(2) sentence-transformers, torch bf16",
-    "st_openvino": "(2) sentence-transformers, backend=\"openvino\"",
-    "bulk_http": "(3) service, bulk HTTP",
-    "single_c32": "(3) service, single text, concurrency 32",
-    "grpc_bulk": "(3) service, gRPC bulk",
-    "cache_miss": "(3) service, cache miss (unique texts)",
-    "cache_hit": "(3) service, cache hit (same texts again)",
-    "separate_bulk": "(3) service, bulk HTTP, encoder in its own deployment",
-    "separate_single": "(3) service, single text, concurrency 32, encoder in its own deployment",
-}
-
-
-def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dict, ingress: dict | None = None) -> str:
-    m = meta["machine"]
-    cs = meta["corpus"]
-    raw = summary.get("raw", {}).get("texts_per_s")  # None when the raw run failed: no "x raw" column figures
-    f = lambda v, d=1: "-" if v is None else f"{v:,.{d}f}"  # noqa: E731
-    lines = [
-        "# Benchmarks",
-        "",
-        "Generated by `python -m loadtest.bench` (`make bench`); every figure below is measured by that run, none is typed in.",
-        "",
-    ]
-    if a.quick:
-        lines += ["> **Quick mode (smoke test)**: few texts and one run; these figures only show that the tools work.",
-                  "> Run `make bench` on a quiet machine for the numbers.", ""]
-    lines += [
-        f"- Date: {meta['date']}",
-        f"- Command: `{meta['command']}`",
-        f"- Machine: nproc {m['nproc']}, {m['cpu_model']}, {m['ram_gib']} GiB RAM, {m['os']}",
-        f"- CPU flags the figures came from: {', '.join(m['cpu_flags']) or 'none of the reported ones'} "
-        f"({'has' if m['cpu_bf16'] else 'no'} bf16 matrix units)",
-        "- Engines: " + "; ".join(
-            f"{k}: {e['variant']} on {(e.get('describe') or {}).get('backend')} {(e.get('describe') or {}).get('version')}, "
-            f"{e['precision']}, {(e.get('describe') or {}).get('streams') or 1} stream(s)"
-            if e.get("variant") else f"{k}: sentence-transformers {e.get('mode')}"
-            + (f" ({e['precision']})" if e.get("precision") else "")
-            for k, e in meta["engines"].items()),
-        f"- Load average (1/5/15 min) at start {m['loadavg']}, at end {meta['loadavg_end']}; CPU pressure "
-        f"(PSI some avg60) at start {m['cpu_pressure_avg60']}%, at end {meta['cpu_pressure_end']}%"
-        # Only the figures at start tell of other work: at the end they include this run's own load.
-        + (" — the machine was busy with other work when the run began; figures are noisy."
-           if m['loadavg'][0] > m['nproc'] * 0.75 or (m['cpu_pressure_avg60'] or 0) > 10 else ""),
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
-        f"- Texts: {cs['texts']} texts from `{Path(cs['source']).relative_to(ROOT) if Path(cs['source']).is_relative_to(ROOT) else cs['source']}`, "
-        f"{cs['tokens_mean']} tokens a text on average (median {cs['tokens_p50']:g}, p90 {cs['tokens_p90']:g}, max {cs['tokens_max']}; "
-        f"the model's tokenizer, specials included, truncated at {cs['truncated_at']}), {cs['tokens_total']:,} tokens in all",
-        f"- Model: {cs['model']}, variant `{a.variant}` (the service's), providers `{a.providers}`, "
-        f"batches of at most {meta['max_batch_size']} texts / {meta['max_batch_tokens']} padded tokens",
-        f"- Each figure: median of {a.runs} run(s); spread (min-max texts/s) in the last column",
-        "",
-        "| measurement | texts/s | tokens/s | x raw | p50 ms | p99 ms | peak RSS MiB | CPU cores used | texts per CPU-s | errors | runs: texts/s min-max |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for key in LABELS:
-        if key not in summary:
-            continue
-        s = summary[key]
-        base = summary.get("mpnet_raw", {}).get("texts_per_s") if key.startswith("mpnet") else raw
-        ratio = s["texts_per_s"] / base if base else None
-        lo, hi = s["spread"]
-        lines.append(f"| {LABELS[key]} | {f(s['texts_per_s'])} | {f(s['tokens_per_s'], 0)} | {f(ratio, 2)} | "
-                     f"{f(s['p50'])} | {f(s['p99'])} | {rows[key]['peak_rss_bytes'] / MiB:,.0f} | {f(s['cores'], 2)} | {f(s['texts_per_cpu_s'])} | {s['errors']} | "
-                     f"{lo:,.1f}-{hi:,.1f} |")
-    lines += [
-        "",
-        "Notes:",
-        "- (1) and (2) run in fresh child processes of the benchmark (peak RSS is that process's); their p50/p99 are per "
-        f"engine run (up to {meta['max_batch_size']} texts; with several streams, one batch a stream side by side) / "
-        f"`encode` batch (32 texts), not per request. (1) excludes tokenization ({f(meta['raw_tokenize_s'], 2)} s for these "
-        f"texts); (2) includes it. all-mpnet-base-v2 rows: the first {MPNET_TEXTS} texts; their x raw compares with its own "
-        "ONNX Runtime fp32 row in the targets. sentence-transformers' OpenVINO backend gets one untimed pass first "
-        "(it compiles each new shape).",
-        f"- (3) p50/p99 are per request, client-observed. Bulk: {a.bulk_size} texts a request, {a.bulk_concurrency} requests in flight; "
-        f"single: 1 text a request, {a.single_concurrency} in flight. Floats as JSON (HTTP) / repeated float (gRPC). "
-        "The load generator shares the machine's cores with the service.",
-        "- (3) peak RSS: the application's Ray Serve replica processes (the ingress, and the encoder where it has its own), summed.",
-        "- CPU cores used: CPU time over wall time of the measured process(es) ((1)/(2): the child; (3): the app's replicas "
-        "and Ray Serve's proxies; the load generator's own share is in the JSON as client_cores). Well under the core count "
-        "on a busy machine means the measurement was starved by other work; texts per CPU-second is then the steadier "
-        "figure (ONNX Runtime's spinning threads count as CPU too).",
-        f"- Cache: hit = the same texts again on a cache-on app, after one priming pass ({a.hit_passes} passes a run); miss = texts "
-        "made unique with a two-word prefix (+2 tokens each) on the same app. Bulk HTTP, single and gRPC run on a cache-off app.",
-        "- The service rows run the default placement (`encoder_placement=ingress`: the encoder inside the ingress "
-        "replica, no Ray hop per call); \"encoder in its own deployment\" rows are the same loads on the cluster layout "
-        "(`encoder_placement=replica`, as the Helm chart and serve.yaml deploy it).",
-        "",
-        "## Targets (ratios of texts/s)",
-        "",
-        "| target | measured | verdict |",
-        "|---|---:|---|",
-    ]
-    for label, value, verdict in verdicts:
-        lines.append(f"| {label} | {f(value, 2)}x | {verdict} |")
-    if ingress:
-        from loadtest.ingress import markdown as ingress_table
-
-        ia = ingress["args"]
-        lines += [
-            "",
-            "## Ingress options side by side: single texts (`python -m loadtest.ingress`)",
-            "",
-            f"Each option in its own local Ray (the option is Ray Serve's environment), cache off except the cache-hit row; "
-            f"{ia['texts']} texts a c32 run, {ia['idle_requests']} one-at-a-time requests an idle run, medians of "
-            f"{ia['runs']} run(s). `direct` is what `embedserve serve` runs (and the service rows above); the Helm chart "
-            "and serve.yaml default to `proxy` (`serve.ingress.mode: haproxy` is one value away). The raw batch-1 figure is the engine alone, one text at a time (tokenize + "
-            "run + pool, `python -m loadtest.engines raw1`).",
-            "",
-            ingress_table(ingress["summary"], ia["runs"], summary.get("raw", {}).get("texts_per_s")),
-        ]
-    lines += [
-        "",
-        "## Where a request's time goes (service path)",
-        "",
-        "From the service's stage timings (`x-*-time` headers / gRPC trailers) against client latency, over every "
-        "measured request; `python -m loadtest.profile` runs more scenarios (base64, concurrency 1).",
-        "",
-        markdown_table({LABELS[k].replace("(3) service, ", ""): v for k, v in stages.items() if v}),
-        "",
-    ]
-    findings = ROOT / "loadtest" / "FINDINGS.md"
-    if findings.is_file():  # the hand-written analysis of the profile, after the measured tables
-        lines += [findings.read_text().rstrip(), ""]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,15 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from loadtest.generator import (
-    DEFAULT_DURATION_S,
-    MAX_DURATION_S,
-    MAX_REQUESTS,
-    LoadConfig,
-    NotLoopback,
-    format_report,
-    run_load,
-)
+from loadtest.generator import run_load
+from loadtest.load_config import DEFAULT_DURATION_S, MAX_DURATION_S, MAX_REQUESTS, LoadConfig, NotLoopback
+from loadtest.recorder import format_report
 from loadtest.workload import Corpus, CorpusWorkload, CORPUS_PATH
 
 

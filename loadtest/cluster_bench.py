@@ -28,7 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loadtest import sysinfo
-from loadtest.generator import LoadConfig, run_load, write_json
+from loadtest.generator import run_load, write_json
+from loadtest.load_config import LoadConfig
 from loadtest.workload import Corpus, FixedWorkload, artifact_dir
 from serving.devcluster.chart import loopback_config, placement, render_chart, serve_deploy, start_for_chart
 

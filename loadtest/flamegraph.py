@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(spy).exists():
         p.error("py-spy is not installed (pip install 'embedserve[test]')")
 
-    from loadtest.generator import LoadConfig, run_load
+    from loadtest.generator import run_load
+    from loadtest.load_config import LoadConfig
     from loadtest.service import LocalService, proxy_pids, replica_pids
     from loadtest.workload import Corpus, FixedWorkload, artifact_dir
 

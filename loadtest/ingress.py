@@ -66,7 +66,8 @@ def _ray_cpu_s() -> float:
 
 def measure_option(spec: dict) -> dict:
     """One ingress option in this process: its own local Ray, two apps (cache off / on)."""
-    from loadtest.generator import LoadConfig, run_load
+    from loadtest.generator import run_load
+    from loadtest.load_config import LoadConfig
     from loadtest.service import LocalService
     from loadtest.workload import Corpus, FixedWorkload
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.generator import LoadConfig, run_load, write_json
+from loadtest.generator import run_load, write_json
+from loadtest.load_config import LoadConfig
 from loadtest.workload import Corpus, CorpusWorkload, FixedWorkload
 
 SERVER_STAGES = ("tokenize", "cache", "queue", "inference", "postprocess")

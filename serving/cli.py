@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from models.artifacts import ModelArtifacts
 from models.errors import ArtifactsMissing, EmbedError
 from models.specs import REGISTRY, resolve_model
-from serving import batch_job
+from serving.batch import command as batch_command
 from serving.eval import command as eval_command
 from serving.launch import (
     App,
@@ -212,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.set_defaults(func=serve_command)
 
     p_batch = sub.add_parser("batch", help="Embed a corpus offline on Ray Data (JSONL, CSV, Parquet or an OpenAI batch file).",
-                             description=batch_job.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    batch_job.add_arguments(p_batch)
-    add_settings_flags(p_batch, batch_job.ENGINE_SETTINGS)
-    p_batch.set_defaults(func=batch_job.command)
+                             description=batch_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    batch_command.add_arguments(p_batch)
+    add_settings_flags(p_batch, batch_command.ENGINE_SETTINGS)
+    p_batch.set_defaults(func=batch_command.command)
 
     p_eval = sub.add_parser("eval", help="Measure search quality per model, size and encoding on your own query/document pairs.",
                             description=eval_command.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,4 +1,4 @@
-"""The bulk job's plan (serving/batch_io.py, no Ray, no model): shards cover every input record
+"""The bulk job's plan (serving/batch/inputs.py, records.py; no Ray, no model): shards cover every input record
 exactly once, in order, whatever the layout (several files, Parquet row groups that do not
 line up with shards, CSV fields over several lines, a last line without its newline), and the
 automatic shard size keeps shards between their bounds."""
@@ -11,17 +11,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from serving import batch_io
-from serving.batch_io import InputError
+from serving.batch import inputs
+from serving.batch.inputs import InputError
+from serving.batch.records import read_records
 
 BOUNDS = (256, 4096)
 
 
 def read_all(files, fmt, shard_rows, bounds=BOUNDS):
-    shards, columns = batch_io.plan(files, fmt, shard_rows, bounds, "text", "id", False)
+    shards, columns = inputs.plan(files, fmt, shard_rows, bounds, "text", "id", False)
     ids, texts = [], []
     for shard in shards:
-        records = batch_io.read_records(shard, columns)
+        records = read_records(shard, columns)
         ids += records.ids
         texts += records.texts
     return shards, ids, texts
@@ -60,26 +61,26 @@ def test_the_automatic_shard_size_is_a_multiple_of_the_step_within_bounds(tmp_pa
     for n, want_shards, want_rows in [(100, 1, {100}), (20_000, 79, {256, 32}), (1_000_000, 245, {4096, 576})]:
         path = tmp_path / f"{n}.parquet"
         pq.write_table(pa.table({"text": pa.array(["x"] * n)}), path)
-        shards, _ = batch_io.plan([path], "parquet", None, BOUNDS, "text", "id", False)
+        shards, _ = inputs.plan([path], "parquet", None, BOUNDS, "text", "id", False)
         assert (len(shards), {s.rows for s in shards}) == (want_shards, want_rows)
         assert sum(s.rows for s in shards) == n
 
 
 def test_inputs_that_cannot_be_planned_are_refused_before_any_work(tmp_path):
     with pytest.raises(InputError, match="no input files"):
-        batch_io.find_inputs(str(tmp_path / "nothing-*.parquet"))
+        inputs.find_inputs(str(tmp_path / "nothing-*.parquet"))
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "a.parquet")
     with pytest.raises(InputError, match="no column 'text'"):
-        batch_io.plan([tmp_path / "a.parquet"], "parquet", None, BOUNDS, "text", "id", False)
+        inputs.plan([tmp_path / "a.parquet"], "parquet", None, BOUNDS, "text", "id", False)
     with pytest.raises(InputError, match="no column 'key'"):
-        batch_io.plan([tmp_path / "a.parquet"], "parquet", None, BOUNDS, "body", "key", True)
+        inputs.plan([tmp_path / "a.parquet"], "parquet", None, BOUNDS, "body", "key", True)
     (tmp_path / "b.csv").write_text("id,text\n1,x\n")
     with pytest.raises(InputError, match="mixes formats"):
-        batch_io.detect_format([tmp_path / "a.parquet", tmp_path / "b.csv"])
+        inputs.detect_format([tmp_path / "a.parquet", tmp_path / "b.csv"])
     (tmp_path / "c.jsonl").write_text(json.dumps({"custom_id": "1", "method": "POST"}) + "\n")
-    assert batch_io.detect_format([tmp_path / "c.jsonl"]) == "openai"
+    assert inputs.detect_format([tmp_path / "c.jsonl"]) == "openai"
     (tmp_path / "d.jsonl").write_text("a broken first line\n" + json.dumps({"custom_id": "1"}) + "\n")
-    assert batch_io.detect_format([tmp_path / "d.jsonl"]) == "openai"  # a bad line is a bad record
+    assert inputs.detect_format([tmp_path / "d.jsonl"]) == "openai"  # a bad line is a bad record
 
 
 def test_the_cli_refuses_what_it_cannot_run_with_a_message_and_exit_2(tmp_path, capsys):

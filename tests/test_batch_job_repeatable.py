@@ -1,5 +1,5 @@
 """A corpus embedded again gives the same bytes: the bulk job cuts a shard's texts into the
-engine's runs by a fixed plan (serving.batch_job.JOB_COST), never by the cost model each engine
+engine's runs by a fixed plan (serving.batch.engine.JOB_COST), never by the cost model each engine
 measures at load, so the runs, their shapes and their companions depend on the rows and the
 job's options alone. This matters under bf16, where a vector moves ~1e-4 with its run
 (tests/test_batch_variance.py): without it a redone shard's bytes differed on an AMX CPU.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from models.batching import CostModel, plan_batches
-from serving.batch_job import JOB_COST, encode_sorted
+from serving.batch.engine import JOB_COST, encode_sorted
 from tests.support.batch import corpus_texts, manifests, run_in_process, write_parquet
 from tests.support.engine import encoder
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from serving.batch_job import JobConflict
+from serving.batch.plan import JobConflict
 from tests.support.batch import (
     ROOT, cli_command, cli_env, corpus_texts, manifests, read_vectors, run_cli, run_in_process,
     session_ray_address, write_parquet,

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from serving.devcluster.nodes import NODE_LABEL, Node
+from serving.devcluster.ray_node import NODE_LABEL, Node
 from serving.devcluster.processes import PortAllocator, stop_process_tree
 from tests.support.cluster import CPUS_PER_WORKER, WORKERS
 

@@ -8,7 +8,9 @@ import json
 import pytest
 
 from loadtest.cli import main as loadtest_main
-from loadtest.generator import LoadConfig, NotLoopback, check_grpc_target, check_http_target, percentiles, run_load
+from loadtest.generator import run_load
+from loadtest.load_config import LoadConfig, NotLoopback, check_grpc_target, check_http_target
+from loadtest.recorder import percentiles
 from loadtest.workload import Corpus, CorpusWorkload, FixedWorkload
 
 MODEL = "all-MiniLM-L6-v2"

@@ -13,7 +13,7 @@ import pytest
 from models.artifacts import ModelArtifacts
 from models.errors import InvalidInput
 from models.specs import resolve_model
-from serving.batch_openai import RequestChecker
+from serving.batch.openai_file import RequestChecker
 from serving.pipeline import ModelRuntime
 from tests.support.service import artifact_dir, deploy, undeploy
 

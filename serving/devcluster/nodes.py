@@ -19,7 +19,8 @@ own (RAY_SERVE_WORKER_PROXY_HTTP_PORT / _GRPC_PORT); the head's proxy takes the 
 Serve config. (Ray advertises a node at the machine's own address even when told 127.0.0.1; the
 clients here call the proxies on 127.0.0.1.)
 
-The chart's application on it: serving.devcluster.chart; `make cluster`: `python -m
+One node (its ports, its `ray start` command): serving.devcluster.ray_node. The chart's
+application on it: serving.devcluster.chart; `make cluster`: `python -m
 serving.devcluster up | down | config`.
 """
 
@@ -31,7 +32,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -42,46 +42,7 @@ import psutil
 
 from serving.devcluster.local_redis import LocalRedis
 from serving.devcluster.processes import PortAllocator, children, finish, process_name, reap, stop_process_tree
-
-NODE_LABEL = "embedserve.local/node"  # head, worker-0, worker-1, ...
-WORKER_PORTS_PER_NODE = 32  # ports for the node's worker processes (one per Ray worker)
-
-
-@dataclass
-class Node:
-    name: str  # "head" or "worker-<i>"
-    ports: dict[str, int]
-    worker_ports: list[int]
-    pid: int | None = None  # the `ray start --block` process
-    log: str = ""
-    serve_http_port: int | None = None  # its Serve proxy (worker nodes; the head's is in the Serve config)
-    serve_grpc_port: int | None = None
-    num_cpus: float = 0
-    node_id: str | None = None  # its id in the GCS (a new one each time it joins)
-
-    @property
-    def metrics_url(self) -> str:
-        """Prometheus metrics of this node's processes (Ray's metrics agent)."""
-        return f"http://127.0.0.1:{self.ports['metrics_export']}/metrics"
-
-    def process(self) -> psutil.Process | None:
-        """The node's `ray start` process, if it still runs (and is the one started here)."""
-        if self.pid is None:
-            return None
-        child = children.get(self.pid)
-        if child is not None and child.poll() is not None:
-            return None
-        try:
-            proc = psutil.Process(self.pid)
-            # Started by another process (make cluster): make sure the pid was not reused.
-            if child is None and (proc.status() == psutil.STATUS_ZOMBIE or "ray" not in " ".join(proc.cmdline())):
-                return None
-            return proc
-        except psutil.Error:
-            return None
-
-    def alive(self) -> bool:
-        return self.process() is not None
+from serving.devcluster.ray_node import NODE_LABEL, WORKER_PORTS_PER_NODE, Node, node_ports, ray_start_command
 
 
 @dataclass
@@ -116,9 +77,9 @@ class LocalCluster:
         temp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="esc-", dir="/tmp"))
         temp.mkdir(parents=True, exist_ok=True)
         ports = PortAllocator()
-        head = Node("head", _node_ports(ports, head=True), [ports() for _ in range(WORKER_PORTS_PER_NODE)])
+        head = Node("head", node_ports(ports, head=True), [ports() for _ in range(WORKER_PORTS_PER_NODE)])
         nodes = [
-            Node(f"worker-{i}", _node_ports(ports), [ports() for _ in range(WORKER_PORTS_PER_NODE)],
+            Node(f"worker-{i}", node_ports(ports), [ports() for _ in range(WORKER_PORTS_PER_NODE)],
                  serve_http_port=ports(), serve_grpc_port=ports(), num_cpus=cpus_per_worker)
             for i in range(workers)
         ]
@@ -165,35 +126,7 @@ class LocalCluster:
         return {**env, **self.env, **extra}
 
     def command(self, node: Node) -> list[str]:
-        p = node.ports
-        cmd = [
-            _ray_cli(), "start", "--block", "--disable-usage-stats",
-            "--node-ip-address", "127.0.0.1",
-            "--node-manager-port", str(p["node_manager"]),
-            "--object-manager-port", str(p["object_manager"]),
-            "--dashboard-agent-listen-port", str(p["dashboard_agent_http"]),
-            "--dashboard-agent-grpc-port", str(p["dashboard_agent_grpc"]),
-            "--runtime-env-agent-port", str(p["runtime_env_agent"]),
-            "--metrics-export-port", str(p["metrics_export"]),
-            "--worker-port-list", ",".join(map(str, node.worker_ports)),
-            "--object-store-memory", str(self.object_store_mb << 20),
-            "--temp-dir", self.temp_dir,
-            "--num-gpus", "0",
-            "--labels", f"{NODE_LABEL}={node.name}",
-        ]
-        if node.name == "head":
-            cmd += [
-                "--head", "--port", str(p["gcs"]), "--num-cpus", "0",
-                "--ray-client-server-port", str(p["ray_client"]),
-                "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                "--dashboard-port", str(p["dashboard"]),
-            ]
-        else:
-            cmd += [
-                "--address", self.address, "--num-cpus", _cpus(node.num_cpus),
-                "--include-log-monitor", "false",  # one log monitor per machine (the head's)
-            ]
-        return cmd
+        return ray_start_command(node, self.address, self.temp_dir, self.object_store_mb)
 
     def node_env_of(self, node: Node) -> dict[str, str]:
         env = self.subprocess_env(**self.node_env)
@@ -317,7 +250,7 @@ class LocalCluster:
         """One more worker node joins (worker-<n>), with Serve proxy ports of its own."""
         ports = PortAllocator()
         ports.taken = self.ports_in_use()
-        node = Node(f"worker-{len(self.workers)}", _node_ports(ports), [ports() for _ in range(WORKER_PORTS_PER_NODE)],
+        node = Node(f"worker-{len(self.workers)}", node_ports(ports), [ports() for _ in range(WORKER_PORTS_PER_NODE)],
                     serve_http_port=ports(), serve_grpc_port=ports(), num_cpus=cpus)
         self.workers.append(node)
         self._join(node, timeout_s)
@@ -332,7 +265,7 @@ class LocalCluster:
             if fresh_ports or attempt > 1:
                 ports = PortAllocator()
                 ports.taken = self.ports_in_use()
-                node.ports = _node_ports(ports)
+                node.ports = node_ports(ports)
                 node.worker_ports = [ports() for _ in range(WORKER_PORTS_PER_NODE)]
             self._launch(node)
             try:
@@ -392,23 +325,3 @@ class LocalCluster:
         raw["workers"] = [Node(**w) for w in raw["workers"]]
         raw["redis"] = LocalRedis(**raw["redis"]) if raw.get("redis") else None
         return cls(**raw)
-
-
-def _node_ports(ports: PortAllocator, head: bool = False) -> dict[str, int]:
-    names = ["node_manager", "object_manager", "dashboard_agent_http", "dashboard_agent_grpc",
-             "runtime_env_agent", "metrics_export"]
-    if head:
-        names += ["gcs", "dashboard", "ray_client"]
-    return {n: ports() for n in names}
-
-
-def _cpus(n: float) -> str:
-    if float(n) != int(n):
-        raise ValueError(f"ray start takes whole CPUs, not {n}")
-    return str(int(n))
-
-
-def _ray_cli() -> str:
-    """The `ray` script of this Python environment (not whichever is first on PATH)."""
-    here = Path(sys.executable).parent / "ray"
-    return str(here) if here.exists() else (shutil.which("ray") or "ray")

@@ -68,14 +68,14 @@ class Embedder:
 
 
 class LocalEmbedder(Embedder):
-    """The in-process engine, as `embedserve batch` builds it (serving/batch_job.py)."""
+    """The in-process engine, as `embedserve batch` builds it (serving/batch/)."""
 
     @classmethod
     def load(cls, model: str, variant: str, settings) -> "LocalEmbedder":
         from models.artifacts import ModelArtifacts
         from models.encoder import Encoder
         from models.specs import resolve_model
-        from serving.batch_job import runtime_for
+        from serving.batch.engine import runtime_for
 
         spec = resolve_model(model)
         options = settings.encoder_options() | {"variant": variant}
@@ -89,7 +89,7 @@ class LocalEmbedder(Embedder):
     def _embed(self, texts, input_type, truncate, tick, truncated=None):
         from models.prompts import resolve_prompt
         from models.tokenizer import Truncate
-        from serving.batch_job import encode_sorted
+        from serving.batch.engine import encode_sorted
         from serving.pipeline import pool_units
 
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.corpus import read_jsonl
-from serving.batch_job import BatchOptions, Summary, run_batch
+from serving.batch.driver import Summary, run_batch
+from serving.batch.plan import BatchOptions
 from serving.settings import Settings
 from tests.support.service import ROOT, artifact_dir
 

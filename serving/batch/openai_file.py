@@ -15,7 +15,7 @@ from models.errors import PayloadTooLarge
 from models.postprocess import EncodingFormat, validate_options
 from models.prompts import resolve_prompt
 from models.specs import ModelSpec
-from serving.batch_io import Problem, parse_json_line
+from serving.batch.records import Problem, parse_json_line
 from serving.errors import as_embed_error, error_body, http_status
 from serving.http_api import job_from_request, render
 from serving.http_io import parse_body, reject_lone_surrogates
