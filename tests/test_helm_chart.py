@@ -17,26 +17,10 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.support.chart import (  # noqa: F401 (helm: a fixture)
-    BUILTIN_KINDS,
-    CHART,
-    CI_VALUES,
-    RELEASE,
-    SKIPPED_KINDS,
-    VALUE_IDS,
-    VALUE_SETS,
-    crd_schema,
-    group_names,
-    helm,
-    only,
-    render,
-    run_helm,
-    serve_config,
-    unknown_fields,
-    validate_builtin,
-    validate_serve_config,
-    values_args,
-)
+from tests.support.chart import (BUILTIN_KINDS, CHART, CI_VALUES, RELEASE, SKIPPED_KINDS, VALUE_IDS,
+                                 VALUE_SETS, crd_schema, group_names, only, render, run_helm, serve_config,
+                                 unknown_fields, validate_builtin, validate_serve_config, values_args)
+from tests.support.chart import helm  # noqa: F401 (a fixture)
 
 # ---- lint and render ---------------------------------------------------------------------
 

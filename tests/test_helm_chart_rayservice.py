@@ -7,20 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.chart import (  # noqa: F401 (helm: a fixture)
-    CHART,
-    RELEASE,
-    VALUE_IDS,
-    VALUE_SETS,
-    env_of,
-    group_names,
-    helm,
-    only,
-    ray_containers,
-    render,
-    run_helm,
-    serve_config,
-)
+from tests.support.chart import (CHART, RELEASE, VALUE_IDS, VALUE_SETS, env_of, group_names, only,
+                                 ray_containers, render, run_helm, serve_config)
+from tests.support.chart import helm  # noqa: F401 (a fixture)
 
 @pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
 def test_ray_cluster_shape(helm, values):
