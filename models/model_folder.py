@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from models.errors import EmbedError
-from models.prompts import ST_CONFIG
+from models.prompts import ST_CONFIG, with_default
 from models.specs import REGISTRY, DenseLayer, FolderWeights, ModelSpec, register_user_model
 
 # transformers model_type -> what the engine runs (optimum exports all of them as feature-extraction).
@@ -153,7 +153,8 @@ def read_folder(source: str, name: str | None = None) -> ModelSpec:
     if not isinstance(limit, int) or limit <= 0 or limit > 1_000_000:
         limit = DEFAULT_MAX_LENGTH
     max_len = min(limit, positions) if positions > 0 else limit
-    prompts = {str(k): str(v) for k, v in (st_meta.get("prompts") or {}).items() if v}
+    prompts = with_default({str(k): str(v) for k, v in (st_meta.get("prompts") or {}).items() if v},
+                           st_meta.get("default_prompt_name"))
     return ModelSpec(
         id=name,
         aliases=(name,),

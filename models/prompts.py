@@ -25,15 +25,27 @@ PROMPT_NAME_ALIASES = {
     "search_document": ("document", "passage", "corpus"),
 }
 ST_CONFIG = "config_sentence_transformers.json"
+# The table's entry for a text sent with no input_type: the prompt the model's
+# `default_prompt_name` names (sentence-transformers puts it before every text encoded without a
+# prompt). Not an input type a request may name.
+DEFAULT_PROMPT = "(default)"
 
 
 def read_prompts(source_dir: Path) -> dict[str, str]:
-    """The `prompts` a sentence-transformers model folder declares ({} when none)."""
+    """The `prompts` a sentence-transformers model folder declares ({} when none), with its
+    default prompt under DEFAULT_PROMPT where it names one."""
     path = Path(source_dir) / ST_CONFIG
     if not path.is_file():
         return {}
-    prompts = json.loads(path.read_text(encoding="utf-8")).get("prompts") or {}
-    return {str(k): str(v) for k, v in prompts.items()}
+    config = json.loads(path.read_text(encoding="utf-8"))
+    return with_default({str(k): str(v) for k, v in (config.get("prompts") or {}).items()}, config.get("default_prompt_name"))
+
+
+def with_default(prompts: dict[str, str], default_prompt_name: str | None) -> dict[str, str]:
+    """`prompts` and, where `default_prompt_name` names one of them, that prompt as DEFAULT_PROMPT."""
+    if default_prompt_name and prompts.get(default_prompt_name):
+        return {**prompts, DEFAULT_PROMPT: prompts[default_prompt_name]}
+    return prompts
 
 
 def prompt_table(*sources: Mapping[str, str] | None) -> dict[str, str]:
@@ -56,17 +68,19 @@ def prompt_table(*sources: Mapping[str, str] | None) -> dict[str, str]:
 def accepted_input_types(table: Mapping[str, str]) -> list[str]:
     """What `input_type` may be: every known type when the model declares no prompts (they
     all embed the plain text), else exactly the types it has a prompt for."""
-    return list(INPUT_TYPES) if not table else sorted(table)
+    declared = sorted(k for k in table if k != DEFAULT_PROMPT)
+    return declared or list(INPUT_TYPES)
 
 
 def resolve_prompt(table: Mapping[str, str], input_type: str | None) -> str:
-    """The prompt for `input_type` ("" for none). A type the model has no prompt for is an
-    error, not a silent no-op, unless the model declares no prompts at all."""
+    """The prompt for `input_type`; with none, the model's default prompt ("" where it names
+    none). A type the model has no prompt for is an error, not a silent no-op, unless the model
+    declares no prompts at all."""
     if input_type is None:
-        return ""
-    if input_type in table:
+        return table.get(DEFAULT_PROMPT, "")
+    if input_type in table and input_type != DEFAULT_PROMPT:
         return table[input_type]
-    if not table and input_type in INPUT_TYPES:
+    if not any(k != DEFAULT_PROMPT for k in table) and input_type in INPUT_TYPES:
         return ""
     shown = input_type if len(input_type) <= 50 else input_type[:50] + "..."
     allowed = ", ".join(accepted_input_types(table))

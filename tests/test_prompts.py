@@ -4,12 +4,13 @@ spec and the service setting, and an input type a model has no prompt for is ref
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from models.artifacts import ModelArtifacts
 from models.errors import InvalidOption
-from models.prompts import INPUT_TYPES, accepted_input_types, prompt_table, read_prompts, resolve_prompt
+from models.prompts import DEFAULT_PROMPT, INPUT_TYPES, accepted_input_types, prompt_table, read_prompts, resolve_prompt
 from models.specs import MINILM_L6_V2, MPNET_BASE_V2
 from models.weights import materialize
 from serving.settings import Settings
@@ -87,3 +88,32 @@ def test_the_prompts_setting_is_json_keyed_by_any_model_name(monkeypatch):
 def test_the_prompts_setting_refuses_an_unknown_model():
     with pytest.raises(ValueError, match="no-such-model"):
         Settings(prompts={"no-such-model": {"search_query": "q: "}})
+
+
+def test_the_default_prompt_name_is_put_before_a_text_sent_without_input_type(tmp_path):
+    # sentence-transformers' encode() puts the default prompt before every text given no prompt.
+    folder = write_config(tmp_path, {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "passage"})
+    table = prompt_table(read_prompts(folder))
+    assert resolve_prompt(table, None) == "passage: "
+    assert resolve_prompt(table, "search_query") == "query: "
+    assert DEFAULT_PROMPT not in accepted_input_types(table)  # not an input type a request may name
+    with pytest.raises(InvalidOption, match="has no prompt"):
+        resolve_prompt(table, DEFAULT_PROMPT)
+
+
+@pytest.mark.parametrize("default", [None, "", "missing", "empty"])
+def test_no_default_prompt_embeds_the_plain_text(tmp_path, default):
+    folder = write_config(tmp_path, {"prompts": {"query": "query: ", "empty": ""}, "default_prompt_name": default})
+    assert resolve_prompt(prompt_table(read_prompts(folder)), None) == ""
+
+
+def test_a_user_folder_spec_carries_the_default_prompt(tmp_path):
+    from models.model_folder import read_folder
+    from tests.support.user_models import minilm_dir
+
+    folder = tmp_path / "m"
+    shutil.copytree(minilm_dir(), folder)
+    write_config(folder, {"prompts": {"query": "query: "}, "default_prompt_name": "query"})
+    spec = read_folder(str(folder), "m")
+    assert resolve_prompt(prompt_table(spec.prompts), None) == "query: "
+    assert accepted_input_types(prompt_table(spec.prompts)) == ["query", "search_query"]
