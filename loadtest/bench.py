@@ -32,12 +32,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loadtest import gemm_peak, sysinfo
-from loadtest.bench_report import LABELS, MPNET_TEXTS, ROOT, MiB, engine_row, render, summarize
+from loadtest.bench_report import (
+    LABELS,
+    MPNET_TEXTS,
+    ROOT,
+    MiB,
+    engine_row,
+    render,
+    summarize,
+)
 from loadtest.bench_service import log, measure_service
 from loadtest.cluster_bench import kept_section
 from loadtest.engines import run_child
 from loadtest.generator import write_json
-from loadtest.workload import Corpus, artifact_dir
+from loadtest.workload import Corpus, artifact_dir, settle_runs
 from models.specs import resolve_model
 
 # (key, label, what it is compared with, the ratio it must reach)
@@ -80,13 +88,7 @@ def parse_args(argv):
     p.add_argument("--json", default=None, help="default: loadtest/results/bench-<time>.json")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    if a.runs is None:
-        a.runs = 1 if a.quick else 3
-    if a.texts is None and a.quick:
-        a.texts = 128
-    if a.runs < 1:
-        p.error("--runs must be at least 1")
-    return a
+    return settle_runs(p, a)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,14 @@ from pathlib import Path
 from loadtest import sysinfo
 from loadtest.generator import run_load, write_json
 from loadtest.load_config import LoadConfig
-from loadtest.workload import Corpus, FixedWorkload, artifact_dir
-from serving.devcluster.chart import loopback_config, placement, render_chart, serve_deploy, start_for_chart
+from loadtest.workload import Corpus, FixedWorkload, artifact_dir, settle_runs
+from serving.devcluster.chart import (
+    loopback_config,
+    placement,
+    render_chart,
+    serve_deploy,
+    start_for_chart,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "embedserve"
@@ -53,13 +59,7 @@ def parse_args(argv):
     p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     p.add_argument("--json", default=None, help="default: loadtest/results/cluster-bench-<time>.json")
     a = p.parse_args(argv)
-    if a.runs is None:
-        a.runs = 1 if a.quick else 3
-    if a.texts is None and a.quick:
-        a.texts = 128
-    if a.runs < 1:
-        p.error("--runs must be at least 1")
-    return a
+    return settle_runs(p, a)
 
 
 def log(msg: str) -> None:

@@ -284,3 +284,14 @@ class CorpusWorkload:
             "seed": self.seed,
             "corpus": self.corpus.stats(),
         }
+
+
+def settle_runs(p, a):
+    """A benchmark's --quick / --runs / --texts settled: --quick is 128 texts, 1 run; else 3 runs."""
+    if a.runs is None:
+        a.runs = 1 if a.quick else 3
+    if a.texts is None and a.quick:
+        a.texts = 128
+    if a.runs < 1:
+        p.error("--runs must be at least 1")
+    return a

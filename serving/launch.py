@@ -316,10 +316,10 @@ class App:
         req = urllib.request.Request(
             self.http_url + path, data=data, headers={"content-type": "application/json", **(headers or {})}
         )
-        return _send(req, timeout)
+        return send_request(req, timeout)
 
     def get(self, path: str, headers: dict | None = None, timeout: float = 30) -> tuple[int, dict, object]:
-        return _send(urllib.request.Request(self.http_url + path, headers=headers or {}), timeout)
+        return send_request(urllib.request.Request(self.http_url + path, headers=headers or {}), timeout)
 
     def wait_ready(self, timeout_s: float = 240) -> "App":
         """Wait until the application runs (then learn where it listens, see `endpoints`) and
@@ -343,7 +343,8 @@ class App:
         raise TimeoutError(f"application {self.name} was not ready within {timeout_s:.0f} s")
 
 
-def _send(req, timeout) -> tuple[int, dict, object]:
+def send_request(req, timeout) -> tuple[int, dict, object]:
+    """(status, headers, JSON body) of one HTTP request; an error status is an answer too."""
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, dict(resp.headers), json.loads(resp.read() or b"null")

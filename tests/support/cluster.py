@@ -27,6 +27,7 @@ from models.encoder import Encoder
 from models.specs import resolve_model
 from serving.devcluster.chart import loopback_config, placement, render_chart, serve_deploy, start_for_chart
 from serving.devcluster.nodes import LocalCluster
+from serving.launch import send_request
 from tests.support.helm import INSTALL_HINT, REPO_ROOT, find_helm
 from tests.support.service import artifact_dir
 
@@ -126,16 +127,8 @@ class ClusterApp:
 
 
 def _send(req, timeout) -> tuple[int, dict, object]:
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        raw = err.read()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = {"raw": raw.decode(errors="replace")}
-        return err.code, {k.lower(): v for k, v in err.headers.items()}, body
+    status, headers, body = send_request(req, timeout)
+    return status, {k.lower(): v for k, v in headers.items()}, body
 
 
 @pytest.fixture(scope="session")
