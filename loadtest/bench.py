@@ -23,7 +23,6 @@ JSON file of everything under loadtest/results/.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
@@ -45,7 +44,7 @@ from loadtest.bench_service import log, measure_service
 from loadtest.cluster_bench import kept_section
 from loadtest.engines import run_child
 from loadtest.generator import write_json
-from loadtest.workload import Corpus, artifact_dir, settle_runs
+from loadtest.workload import Corpus, artifact_dir, run_parser, settle_runs
 from models.specs import resolve_model
 
 # (key, label, what it is compared with, the ratio it must reach)
@@ -68,11 +67,7 @@ RAW_OF_MODEL = ("raw", "raw_ort_fp32", "raw_ov_fp32", "raw_no_bf16")
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke test: --texts 128 --runs 1 (figures are not the numbers)")
-    p.add_argument("--runs", type=int, default=None, help="runs per measurement; the median is reported (default 3)")
-    p.add_argument("--texts", type=int, default=None, help="first N corpus texts (default: all of them)")
+    p = run_parser("python -m loadtest.bench", __doc__, "measurement")
     p.add_argument("--model", default="all-MiniLM-L6-v2")
     p.add_argument("--variant", default="auto", help="the service's variant (default: auto, as it serves)")
     p.add_argument("--providers", default="cpu", help="ONNX Runtime providers, for the raw run and the service alike")

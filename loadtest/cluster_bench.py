@@ -18,7 +18,6 @@ ratio shows how the service spreads work over nodes as far as those cores allow.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import statistics
@@ -30,7 +29,13 @@ from pathlib import Path
 from loadtest import sysinfo
 from loadtest.generator import run_load, write_json
 from loadtest.load_config import LoadConfig
-from loadtest.workload import Corpus, FixedWorkload, artifact_dir, settle_runs
+from loadtest.workload import (
+    Corpus,
+    FixedWorkload,
+    artifact_dir,
+    run_parser,
+    settle_runs,
+)
 from serving.devcluster.chart import (
     loopback_config,
     placement,
@@ -48,11 +53,7 @@ END = "<!-- /cluster-bench -->"
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m loadtest.cluster_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke test: --texts 128 --runs 1 (figures are not the numbers)")
-    p.add_argument("--runs", type=int, default=None, help="runs per layout; the median is reported (default 3)")
-    p.add_argument("--texts", type=int, default=None, help="first N corpus texts (default: all of them)")
+    p = run_parser("python -m loadtest.cluster_bench", __doc__, "layout")
     p.add_argument("--bulk-size", type=int, default=64, help="texts per request")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (the same for both layouts)")
     p.add_argument("--helm", default=os.environ.get("HELM") or "helm")

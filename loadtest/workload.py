@@ -10,6 +10,7 @@ known without tokenizing it again (checked when the workload is built).
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import re
@@ -284,6 +285,15 @@ class CorpusWorkload:
             "seed": self.seed,
             "corpus": self.corpus.stats(),
         }
+
+
+def run_parser(prog: str, doc: str | None, per: str) -> argparse.ArgumentParser:
+    """A benchmark's parser with the flags every benchmark has: --quick, --runs, --texts."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke test: --texts 128 --runs 1 (figures are not the numbers)")
+    p.add_argument("--runs", type=int, default=None, help=f"runs per {per}; the median is reported (default 3)")
+    p.add_argument("--texts", type=int, default=None, help="first N corpus texts (default: all of them)")
+    return p
 
 
 def settle_runs(p, a):
