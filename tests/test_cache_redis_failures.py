@@ -33,6 +33,12 @@ pytestmark = pytest.mark.integration
 
 # --- redis: failing open ---------------------------------------------------------------
 
+def on_own_redis(scenario):
+    """What `scenario(server)` returns, run on a redis-server of its own (it stops and starts it)."""
+    with RedisServer() as server:
+        return asyncio.run(scenario(server))
+
+
 async def timed_get(cache: EmbeddingCache, keys: list[str]) -> tuple[float, list]:
     """(elapsed seconds, result) of one get_many."""
     started = time.monotonic()
@@ -56,8 +62,7 @@ def test_redis_stopped_gives_fast_misses_errors_and_an_open_breaker():
         await cache.close()
         return failures, after_failures, skipped, final
 
-    with RedisServer() as server:
-        failures, after_failures, skipped, final = asyncio.run(scenario(server))
+    failures, after_failures, skipped, final = on_own_redis(scenario)
 
     for elapsed, got in failures + skipped:
         assert got == [None] * 3
@@ -89,8 +94,7 @@ def test_hung_redis_gets_time_out_into_misses_and_later_answers_stay_correct():
         await cache.close()
         return hung, after, stats
 
-    with RedisServer() as server:
-        hung, after, stats = asyncio.run(scenario(server))
+    hung, after, stats = on_own_redis(scenario)
 
     for elapsed, got in hung:
         assert got == [None, None] and elapsed < CALL_BOUND_S
@@ -118,8 +122,7 @@ def test_redis_restarted_hits_resume_after_the_cooldown_with_the_same_cache_obje
         await cache.close()
         return still_open, got, stats
 
-    with RedisServer() as server:
-        still_open, got, stats = asyncio.run(scenario(server))
+    still_open, got, stats = on_own_redis(scenario)
 
     assert still_open == [None] * 3
     assert all(np.array_equal(a, b) for a, b in zip(got, vecs))
@@ -142,8 +145,7 @@ def test_breaker_reopens_when_the_half_open_probe_fails():
         await cache.close()
         return calls, stats
 
-    with RedisServer() as server:
-        calls, stats = asyncio.run(scenario(server))
+    calls, stats = on_own_redis(scenario)
     assert stats["redis_calls"] == calls + 1
     assert stats["breaker"] == "open" and stats["breaker_opens"] == 2
 
