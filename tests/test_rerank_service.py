@@ -181,3 +181,55 @@ def test_a_rerank_model_asked_to_embed_is_a_4xx(rerank_service):
 def test_the_service_answers_after_the_bad_inputs(rerank_service):
     status, _, out = rerank_service.post("/v2/rerank", OK, AUTH)
     assert status == 200 and len(out["results"]) == len(DOCS)
+
+
+# ---- gRPC Rerank ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def grpc_stub(rerank_service):
+    from serving.grpc_gen import embedding_pb2_grpc as pbg
+
+    with rerank_service.grpc_channel() as channel:
+        yield pbg.EmbeddingServiceStub(channel), [*rerank_service.grpc_metadata, *AUTH.items()]
+
+
+def test_grpc_rerank_gives_the_http_answer(grpc_stub, rerank_service, cross_encoders):
+    from serving.grpc_gen import embedding_pb2 as pb
+
+    stub, md = grpc_stub
+    resp, call = stub.Rerank.with_call(pb.RerankRequest(model="tiny-rerank", query=QUERY, documents=DOCS, top_n=3,
+                                                        return_documents=True), metadata=md)
+    ref = ref_scores(cross_encoders, "tiny-rerank")
+    assert resp.model == "tiny-rerank" and resp.usage.prompt_tokens > 0
+    assert [r.index for r in resp.results] == list(np.argsort(-ref, kind="stable")[:3])
+    assert all(abs(r.relevance_score - ref[r.index]) <= 1e-4 and r.document == DOCS[r.index] for r in resp.results)
+    assert float(dict(call.trailing_metadata())["x-inference-time"]) > 0
+    three = stub.Rerank(pb.RerankRequest(model="tiny-rerank-3", query=QUERY, documents=DOCS), metadata=md)
+    assert all(len(r.scores) == 3 and not r.HasField("document") for r in three.results)
+
+
+@pytest.mark.parametrize("name,request_fields,code", [
+    ("no query", {"documents": DOCS}, "INVALID_ARGUMENT"),
+    ("no documents", {"query": QUERY}, "INVALID_ARGUMENT"),
+    ("too many documents", {"query": QUERY, "documents": ["x"] * (MAX_DOCS + 1)}, "INVALID_ARGUMENT"),
+    ("an empty document", {"query": QUERY, "documents": ["a", ""]}, "INVALID_ARGUMENT"),
+    ("top_n zero", {"query": QUERY, "documents": DOCS, "top_n": 0}, "INVALID_ARGUMENT"),
+    ("an embedding model", {"model": EMBEDDER, "query": QUERY, "documents": DOCS}, "INVALID_ARGUMENT"),
+    ("unknown model", {"model": "no-such-reranker", "query": QUERY, "documents": DOCS}, "NOT_FOUND"),
+])
+def test_grpc_bad_input_is_a_clean_error_code(grpc_stub, name, request_fields, code):
+    import grpc
+
+    from serving.grpc_gen import embedding_pb2 as pb
+
+    stub, md = grpc_stub
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Rerank(pb.RerankRequest(**{"model": "tiny-rerank", **request_fields}), metadata=md)
+    assert err.value.code().name == code and err.value.details(), (name, err.value.details())
+
+
+def test_grpc_list_models_lists_the_rerank_models(grpc_stub):
+    from serving.grpc_gen import embedding_pb2 as pb
+
+    stub, md = grpc_stub
+    models = {m.id: m for m in stub.ListModels(pb.ListModelsRequest(), metadata=md).models}
+    assert models["tiny-rerank-3"].dimension == 3 and models["tiny-rerank"].dimension == 1
