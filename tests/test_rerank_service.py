@@ -233,3 +233,37 @@ def test_grpc_list_models_lists_the_rerank_models(grpc_stub):
     stub, md = grpc_stub
     models = {m.id: m for m in stub.ListModels(pb.ListModelsRequest(), metadata=md).models}
     assert models["tiny-rerank-3"].dimension == 3 and models["tiny-rerank"].dimension == 1
+
+
+# ---- the README's Rerank examples, run against this service (the model renamed) ----------------
+def readme_rerank() -> str:
+    from tests.support.service import ROOT
+
+    return (ROOT / "README.md").read_text().split("## Rerank\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_curl_example_gives_the_shape_it_shows(rerank_service):
+    import json
+    import re
+
+    text = readme_rerank()
+    route = re.search(r"curl -s localhost:8000(\S+)", text).group(1)
+    payload = {**json.loads(re.search(r"-d '(.*?)'", text, re.S).group(1)), "model": "tiny-rerank"}
+    shown = re.search(r"```json\n(.*?)```", text, re.S).group(1)
+    status, _, live = rerank_service.post(route, payload, AUTH)
+    assert status == 200, live
+    assert len(live["results"]) == payload["top_n"] == shown.count('"index"')
+    assert all(set(r) == {"index", "relevance_score", "document"} for r in live["results"])
+    assert [r["document"]["text"] for r in sorted(live["results"], key=lambda r: r["index"])] == payload["documents"]
+    assert set(live["meta"]["billed_units"]) == {"search_units", "input_tokens"} and '"search_units":1' in shown
+
+
+def test_the_readme_cohere_client_example_runs(rerank_service):
+    import re
+
+    code = re.search(r"```python\n(.*?)```", readme_rerank(), re.S).group(1)
+    code = (code.replace("http://localhost:8000", rerank_service.http_url).replace('api_key="unused"', f'api_key="{KEY}"')
+            .replace("my-reranker", "tiny-rerank"))
+    scope: dict = {}
+    exec(compile(code, "README.md (Rerank)", "exec"), scope)  # noqa: S102 (the README's own example)
+    assert len(scope["best"]) == 2 and scope["best"][0][1] >= scope["best"][1][1]
