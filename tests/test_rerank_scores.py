@@ -89,3 +89,20 @@ def test_max_tokens_per_doc_cuts_each_document_before_pairing(cross_encoders):
     ref = reference(cross_encoders.folders["tiny-rerank"], [(QUERY, d) for d in cut])
     assert np.abs(rr.score(QUERY, docs, max_tokens_per_doc=5) - ref).max() <= TOLERANCE
     assert all(len(rr.pairs.encode(QUERY, [d]).seqs[0]) < MAX_LENGTH for d in cut)
+
+
+def test_a_rerank_model_makes_no_embeddings_not_even_in_the_bulk_job(cross_encoders, tmp_path):
+    from models.errors import InvalidInput
+    from models.postprocess import OutputOptions, validate_options
+    from serving.batch_job import BatchOptions, prepare
+    from serving.settings import Settings
+    from tests.support.batch import write_jsonl
+
+    spec = exported_spec(cross_encoders.artifact_dir, "tiny-rerank")
+    register_user_model(spec)
+    with pytest.raises(InvalidInput, match="rerank model, not an embedding model"):
+        validate_options(spec, OutputOptions())
+    corpus = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "some text"}])
+    opts = BatchOptions(input=str(corpus), output=tmp_path / "out", model="tiny-rerank", workers=1, progress=False)
+    with pytest.raises(Exception, match="rerank model, not an embedding model"):
+        prepare(opts, Settings(artifact_dir=cross_encoders.artifact_dir, models=["tiny-rerank"]))
