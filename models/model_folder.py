@@ -198,6 +198,11 @@ def _cross_encoder_spec(root: Path, name: str, config: dict, arch: str) -> Model
         raise ModelFolderError(f"{root}: a decoder ('{arch}') cross-encoder is not supported; encoders only.")
     labels = len(config.get("id2label") or {}) or int(config.get("num_labels") or 1)
     st_meta = _json(root / ST_CONFIG) if (root / ST_CONFIG).is_file() else {}
+    kinds = [_module_kind(m["type"]) for m in _json(root / "modules.json")] if (root / "modules.json").is_file() else [TRANSFORMER]
+    if kinds != [TRANSFORMER]:
+        raise ModelFolderError(f"{root}: a cross-encoder of modules {kinds} is not supported: one sequence-classification Transformer.")
+    if st_meta.get("default_prompt_name"):
+        raise ModelFolderError(f"{root}: a cross-encoder with a default prompt is not supported.")
     st_cfg = _json(root / "sentence_bert_config.json") if (root / "sentence_bert_config.json").is_file() else {}
     act = (st_meta.get("activation_fn") or (config.get("sentence_transformers") or {}).get("activation_fn")
            or config.get("sbert_ce_default_activation_function") or default_activation(labels))

@@ -107,7 +107,7 @@ def check_pairs(query: str, documents: list[str], max_documents: int) -> None:
         )
     for i, d in enumerate(documents):
         if not d or not d.strip():
-            raise InvalidInput(f"documents[{i}] is an empty string.", param="documents")
+            raise InvalidInput(f"documents[{i}] is an empty or blank string.", param="documents")
 
 
 def rank(scores: np.ndarray, top_n: int | None = None) -> list[int]:

@@ -106,3 +106,30 @@ def test_a_rerank_model_makes_no_embeddings_not_even_in_the_bulk_job(cross_encod
     opts = BatchOptions(input=str(corpus), output=tmp_path / "out", model="tiny-rerank", workers=1, progress=False)
     with pytest.raises(Exception, match="rerank model, not an embedding model"):
         prepare(opts, Settings(artifact_dir=cross_encoders.artifact_dir, models=["tiny-rerank"]))
+
+
+def test_a_cross_encoder_the_engine_cannot_run_as_predict_does_is_refused(cross_encoders, tmp_path):
+    import json
+    import shutil
+
+    from models.model_folder import ModelFolderError
+
+    prompted = tmp_path / "prompted"
+    shutil.copytree(cross_encoders.folders["tiny-rerank"], prompted)
+    meta = json.loads((prompted / "config_sentence_transformers.json").read_text())
+    (prompted / "config_sentence_transformers.json").write_text(
+        json.dumps({**meta, "prompts": {"query": "query: "}, "default_prompt_name": "query"}))
+    with pytest.raises(ModelFolderError, match="default prompt"):
+        read_folder(str(prompted), "prompted")
+    other = tmp_path / "other-activation"
+    shutil.copytree(cross_encoders.folders["tiny-rerank"], other)
+    (other / "config_sentence_transformers.json").write_text(
+        json.dumps({**meta, "activation_fn": "torch.nn.modules.activation.Softplus"}))
+    with pytest.raises(ModelFolderError, match="activation"):
+        read_folder(str(other), "other")
+
+
+def test_auto_runs_an_exact_variant_whose_scores_were_measured(cross_encoders):
+    enc = reranker(cross_encoders, "tiny-rerank", "auto").encoder
+    assert enc.choice.variant.precision == "fp32", enc.choice.considered
+    assert enc.choice.fidelity["max_abs_diff"] <= TOLERANCE and enc.choice.fidelity["ranking_equal"]
