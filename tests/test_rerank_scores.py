@@ -133,3 +133,30 @@ def test_auto_runs_an_exact_variant_whose_scores_were_measured(cross_encoders):
     enc = reranker(cross_encoders, "tiny-rerank", "auto").encoder
     assert enc.choice.variant.precision == "fp32", enc.choice.considered
     assert enc.choice.fidelity["max_abs_diff"] <= TOLERANCE and enc.choice.fidelity["ranking_equal"]
+
+
+def test_exporting_again_reuses_the_complete_export(cross_encoders):
+    from tests.support.user_models import run_export
+
+    log = cross_encoders.export_log
+    assert "CrossEncoder.predict on" in log and "ranking equal True" in log
+    again = run_export(f"tiny-rerank={cross_encoders.folders['tiny-rerank']}", artifact_dir=cross_encoders.artifact_dir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "artifacts in" in again.stdout and "complete; reusing them" in again.stdout, again.stdout
+
+
+def test_a_path_entry_is_exported_on_first_start_and_scores_as_predict(cross_encoders, tmp_path):
+    import contextlib
+    import io
+
+    from serving.cli import ensure_exported
+    from serving.settings import Settings
+
+    s = Settings(models=[f"my-reranker={cross_encoders.folders['tiny-rerank-3']}"], artifact_dir=tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        ensure_exported(s)
+    assert "my-reranker is not exported yet" in out.getvalue() and "exported to" in out.getvalue()
+    rr = reranker(type(cross_encoders)({}, tmp_path, ""), "my-reranker")
+    ref = reference(cross_encoders.folders["tiny-rerank-3"], [(QUERY, d) for d in SHORT])
+    assert np.abs(rr.score(QUERY, SHORT) - ref).max() <= TOLERANCE
