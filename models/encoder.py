@@ -164,7 +164,10 @@ class Encoder:
         return out
 
     def _reduce(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """A batch's token states -> its vectors: pooling, then the Dense layers if any."""
+        """A batch's token states -> its vectors: pooling, then the Dense layers if any. A
+        cross-encoder's graph gives one row of logits a pair already (models.rerank)."""
+        if self.spec.task == "rerank":  # a copy: the states may live in the runtime's buffers
+            return np.array(hidden, dtype=np.float32)
         pooled = pool(self.spec.pooling, hidden, mask)
         return pooled if self.head is None else self.head(pooled)
 

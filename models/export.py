@@ -29,6 +29,7 @@ from models.model_folder import DECODERS, spec_to_manifest
 from models.pooling import l2_normalize
 from models.prompts import read_prompts
 from models.quality import measure as measure_quality
+from models.rerank_export import check_exact_scores, measure_reranker
 from models.specs import ModelSpec
 from models.variants import VARIANTS
 from models.weights import materialize
@@ -83,15 +84,16 @@ def write_manifest(root: Path, manifest: dict) -> None:
     tmp.replace(root / "manifest.json")
 
 
-def export_onnx(source: Path, out_dir: Path) -> Path:
-    """optimum -> fp32 ONNX graph of the transformer (pooling stays in numpy)."""
+def export_onnx(source: Path, out_dir: Path, task: str = "feature-extraction") -> Path:
+    """optimum -> fp32 ONNX graph of the transformer (pooling stays in numpy); a cross-encoder
+    (task text-classification) gives its logits."""
     from optimum.exporters.onnx import main_export
 
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         main_export(
             str(source),
             output=tmp,
-            task="feature-extraction",
+            task=task,
             library_name="transformers",
             local_files_only=True,
             do_validation=False,
@@ -211,6 +213,10 @@ def variant_entries(root: Path, built: set[str]) -> dict[str, dict]:
 def missing_measurements(root: Path, manifest: dict) -> list[str]:
     """What an otherwise complete export still lacks (artifacts from an older embedserve)."""
     missing = []
+    if manifest.get("task") == "rerank":  # a cross-encoder: scores, measured per variant (models.rerank_export)
+        known = variant_entries(root, set(manifest["variants"]))
+        return ["variants"] if set(known) - set(manifest["variants"]) or any(
+            "max_abs_diff" not in (v.get("fidelity") or {}) for v in manifest["variants"].values()) else []
     if not fidelity.has_references(root):
         missing.append("references")
     if "quality" not in manifest:
@@ -321,20 +327,24 @@ def export_model(
             return artifacts
         say(f"{spec.id}: artifacts in {root} are complete but lack {', '.join(missing)}; measuring them")
         manifest = dict(artifacts.manifest)
-        step = Steps(MEASURE_STEPS + REFERENCE_STEPS * needs_references(root, manifest), say)
-        manifest = measure_artifacts(spec, artifact_dir, manifest, materialize(spec, root), say, step)
+        if spec.task == "rerank":
+            manifest = measure_reranker(spec, artifact_dir, manifest, materialize(spec, root), say, Steps(2, say))
+        else:
+            step = Steps(MEASURE_STEPS + REFERENCE_STEPS * needs_references(root, manifest), say)
+            manifest = measure_artifacts(spec, artifact_dir, manifest, materialize(spec, root), say, step)
         write_manifest(root, manifest)
         return ModelArtifacts.load(artifact_dir, spec)
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifest.json").unlink(missing_ok=True)
     started = time.perf_counter()
-    step = Steps(3 + int8_weights + REFERENCE_STEPS + MEASURE_STEPS, say)
+    rerank = spec.task == "rerank"  # a cross-encoder: logits, measured as scores (models.rerank_export)
+    step = Steps(3 + int8_weights + (2 if rerank else REFERENCE_STEPS + MEASURE_STEPS), say)
     step(f"{spec.id}: " + ("reading the model folder" if spec.user else "locating the packaged weights"))
     source = materialize(spec, root)
     step("exporting fp32 ONNX with optimum (a minute or two)")
     try:
-        fp32 = export_onnx(source, root)
+        fp32 = export_onnx(source, root, "text-classification" if rerank else "feature-extraction")
     except Exception as exc:  # noqa: BLE001 (optimum and torch raise whatever they raise)
         arch = spec.architecture or "this"
         raise ExportFailed(f"{spec.id}: optimum cannot export the '{arch}' architecture to ONNX: "
@@ -362,9 +372,10 @@ def export_model(
         manifest["head_sha256"] = sha256_file(head)
     if spec.user:  # a user's model: its spec, read from its folder, is served from here
         manifest["model_spec"] = spec_to_manifest(spec)
-    manifest = measure_artifacts(spec, artifact_dir, manifest, source, say, step)
+    measure = measure_reranker if rerank else measure_artifacts
+    manifest = measure(spec, artifact_dir, manifest, source, say, step)
     try:
-        check_exact(spec, manifest)
+        (check_exact_scores if rerank else check_exact)(spec, manifest)
     except ExportFailed:
         (root / "manifest.json").unlink(missing_ok=True)  # never taken for a complete export
         raise

@@ -130,6 +130,8 @@ def read_folder(source: str, name: str | None = None) -> ModelSpec:
         raise ModelFolderError(f"{root}: the architecture '{arch}' needs remote code (auto_map in config.json), which is never run.")
     if arch not in SUPPORTED:
         raise ModelFolderError(f"{root}: the architecture '{arch}' is not supported. Supported: {', '.join(SUPPORTED)}.")
+    if is_cross_encoder(root, config):
+        return _cross_encoder_spec(root, name, config, arch)
     modules = _modules(root)
     kinds = [_module_kind(m["type"]) for m in modules]
     unknown = [k for k in kinds if k not in (TRANSFORMER, POOLING, DENSE, NORMALIZE)]
@@ -173,6 +175,54 @@ def read_folder(source: str, name: str | None = None) -> ModelSpec:
         user=True,
         extra={"lower_case": bool(st_cfg.get("do_lower_case") or tok["do_lower_case"]), "source": str(root),
                "padding_side": tok["padding_side"]},
+    )
+
+
+def is_cross_encoder(root: Path, config: dict) -> bool:
+    """A sentence-transformers CrossEncoder folder, or a plain sequence-classification one."""
+    st_meta = _json(root / ST_CONFIG) if (root / ST_CONFIG).is_file() else {}
+    st_cfg = _json(root / "sentence_bert_config.json") if (root / "sentence_bert_config.json").is_file() else {}
+    if st_meta.get("model_type") == "CrossEncoder" or st_cfg.get("transformer_task") == "sequence-classification":
+        return True
+    archs = config.get("architectures") or []
+    return not (root / "modules.json").is_file() and bool(archs) and str(archs[0]).endswith("ForSequenceClassification")
+
+
+def _cross_encoder_spec(root: Path, name: str, config: dict, arch: str) -> ModelSpec:
+    """A rerank model (task "rerank", models.rerank): its labels and activation as
+    CrossEncoder reads them (config_sentence_transformers.json, else config.json's
+    sentence_transformers entry, else sigmoid for one label, identity for several)."""
+    from models.head import ACTIVATIONS
+    from models.rerank import default_activation
+
+    if arch in DECODERS:
+        raise ModelFolderError(f"{root}: a decoder ('{arch}') cross-encoder is not supported; encoders only.")
+    labels = len(config.get("id2label") or {}) or int(config.get("num_labels") or 1)
+    st_meta = _json(root / ST_CONFIG) if (root / ST_CONFIG).is_file() else {}
+    kinds = [_module_kind(m["type"]) for m in _json(root / "modules.json")] if (root / "modules.json").is_file() else [TRANSFORMER]
+    if kinds != [TRANSFORMER]:
+        raise ModelFolderError(f"{root}: a cross-encoder of modules {kinds} is not supported: one sequence-classification Transformer.")
+    if st_meta.get("default_prompt_name"):
+        raise ModelFolderError(f"{root}: a cross-encoder with a default prompt is not supported.")
+    st_cfg = _json(root / "sentence_bert_config.json") if (root / "sentence_bert_config.json").is_file() else {}
+    act = (st_meta.get("activation_fn") or (config.get("sentence_transformers") or {}).get("activation_fn")
+           or config.get("sbert_ce_default_activation_function") or default_activation(labels))
+    if act not in ACTIVATIONS:
+        raise ModelFolderError(f"the cross-encoder's activation {act} is not supported ({', '.join(ACTIVATIONS)}).")
+    tok = _tokenizer_facts(root)
+    positions = int(config.get("max_position_embeddings") or 0) - (2 if arch in ("roberta", "xlm-roberta", "camembert") else 0)
+    limit = st_cfg.get("max_seq_length") or tok["model_max_length"]
+    if not isinstance(limit, int) or limit <= 0 or limit > 1_000_000:
+        limit = DEFAULT_MAX_LENGTH
+    return ModelSpec(
+        id=name, aliases=(name,), revision=f"folder:{weights_digest(root)}", dimension=labels,
+        max_seq_length=int(min(limit, positions) if positions > 0 else limit), pooling="cls", normalize=False,
+        weights=FolderWeights(str(root)),
+        pad_token_id=int(tok["pad_token_id"] if tok["pad_token_id"] is not None else config.get("pad_token_id") or 0),
+        architecture=arch, similarity="score", user=True, task="rerank",
+        extra={"activation": act, "labels": [str(v) for _, v in sorted((config.get("id2label") or {}).items(),
+                                                                        key=lambda kv: int(kv[0]))],
+               "lower_case": tok["do_lower_case"], "source": str(root), "padding_side": tok["padding_side"]},
     )
 
 

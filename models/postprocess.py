@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from models.errors import InvalidOption
+from models.errors import InvalidInput, InvalidOption
 from models.pooling import l2_normalize
 from models.specs import ModelSpec
 
@@ -54,6 +54,9 @@ def parse_format(value: str) -> EncodingFormat:
 
 def validate_options(spec: ModelSpec, opts: OutputOptions) -> int:
     """Check the options against the model; returns the output dimension count."""
+    if spec.task != "embed":  # a cross-encoder's outputs are scores, not vectors (the bulk job asks here too)
+        raise InvalidInput(f"The model '{spec.id}' is a {spec.task} model, not an embedding model: it makes no "
+                           "embeddings.", param="model", code="wrong_model_task")
     dims = spec.dimension if opts.dimensions is None else opts.dimensions
     if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= spec.dimension:
         raise InvalidOption(

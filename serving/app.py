@@ -220,6 +220,9 @@ class Ingress:
     async def ListModels(self, request, grpc_context):  # noqa: N802
         return await grpc_api.list_models(self.frontend, grpc_context, request)
 
+    async def Rerank(self, request, grpc_context):  # noqa: N802
+        return await grpc_api.rerank(self.frontend, request, grpc_context)
+
     # ---- gRPC: grpc.health.v1.Health, for Kubernetes probes ----------------------------------
     async def Check(self, request):  # noqa: N802
         return await grpc_api.health_check(self.frontend)

@@ -11,6 +11,7 @@ from models.prompts import accepted_input_types
 from serving.auth import check_bearer
 from serving.errors import as_embed_error
 from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
+from serving.reranking import RerankJob, RerankOutcome, rerank
 
 INT8_RULE = "q = clip(round(x * 127 / scale), -127, 127) on the unit vector of the requested dimensions; x ~= q * scale / 127; uint8 = q + 128"
 
@@ -29,7 +30,8 @@ def variant_figures(rt: ModelRuntime) -> list[dict]:
     return out
 
 
-FIDELITY_KEYS = ("min_cos", "mean_cos", "top10_kept", "texts", "long_texts", "precision", "measured_at")
+FIDELITY_KEYS = ("min_cos", "mean_cos", "top10_kept", "texts", "long_texts", "precision", "measured_at",
+                 "max_abs_diff", "ranking_equal", "pairs")  # the last three: a rerank model's
 ENGINE_KEYS = ("variant", "backend", "version", "device", "precision", "threads", "streams", "choice")
 
 
@@ -48,6 +50,7 @@ def describe_model(rt: ModelRuntime, engine: dict | None = None) -> dict:
     return {
         "id": spec.id,
         "aliases": list(spec.aliases),
+        "task": spec.task,  # embed, or rerank (a cross-encoder: dimension is its number of labels)
         "dimension": spec.dimension,
         "max_input_tokens": spec.max_seq_length,
         "matryoshka_dimensions": "any" if spec.matryoshka_dims is None else list(spec.matryoshka_dims),
@@ -103,6 +106,19 @@ class Frontend:
             raise err from None
         if self.metrics is not None:
             self.metrics.record(outcome.model_id, transport, outcome, "ok", job.count)
+        return outcome
+
+    async def rerank(self, job: RerankJob, transport: str) -> RerankOutcome:
+        """serving.reranking, errors and metrics as `embed`."""
+        try:
+            outcome = await rerank(self.pipeline, job)
+        except Exception as exc:
+            err = as_embed_error(exc)
+            if self.metrics is not None:
+                self.metrics.record("none", transport, status=err.code or "error")
+            raise err from None
+        if self.metrics is not None:
+            self.metrics.record(outcome.model_id, transport, outcome, "ok", len(job.documents))
         return outcome
 
     def authenticate(self, header: str | None) -> None:

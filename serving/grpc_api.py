@@ -18,6 +18,7 @@ from serving.errors import as_embed_error, grpc_code, retry_after
 from serving.frontend import Frontend
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.pipeline import EmbedJob, EmbedOutcome
+from serving.reranking import RerankJob
 
 FORMATS = {
     pb.ENCODING_FORMAT_UNSPECIFIED: EncodingFormat.FLOAT,
@@ -51,6 +52,9 @@ def add_embedding_service(servicer, server) -> None:
         ),
         "ListModels": grpc.unary_unary_rpc_method_handler(
             servicer.ListModels, request_deserializer=None, response_serializer=pb.ListModelsResponse.SerializeToString
+        ),
+        "Rerank": grpc.unary_unary_rpc_method_handler(
+            servicer.Rerank, request_deserializer=None, response_serializer=pb.RerankResponse.SerializeToString
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("embedserve.v1.EmbeddingService", handlers),))
@@ -157,7 +161,9 @@ async def embed_stream(fe: Frontend, request: pb.EmbedRequest, context) -> Async
 
 
 def _fidelity(fid: dict | None) -> pb.Fidelity | None:
-    return None if not fid else pb.Fidelity(**fid)
+    """The fields the message has (a rerank model's score figures are in /v1/models only)."""
+    known = pb.Fidelity.DESCRIPTOR.fields_by_name
+    return None if not fid else pb.Fidelity(**{k: v for k, v in fid.items() if k in known})
 
 
 def _engine(e: dict | None) -> pb.EngineInfo | None:
@@ -203,6 +209,31 @@ async def list_models(fe: Frontend, context, request=None) -> pb.ListModelsRespo
             )
         )
     return pb.ListModelsResponse(models=models)
+
+
+async def rerank(fe: Frontend, request: pb.RerankRequest, context) -> pb.RerankResponse:
+    """Rerank: the same job and pipeline as POST /v2/rerank (serving.reranking)."""
+    try:
+        fe.authenticate(_metadata(context).get("authorization"))
+        request = parse(fe, request, pb.RerankRequest)
+        job = RerankJob(request.model, request.query, list(request.documents),
+                        request.top_n if request.HasField("top_n") else None,
+                        request.max_tokens_per_doc if request.HasField("max_tokens_per_doc") else None)
+        outcome = await fe.rerank(job, "grpc")
+    except Exception as exc:
+        fail(context, as_embed_error(exc))
+        return pb.RerankResponse()
+    context.set_trailing_metadata(timing_metadata(outcome))
+    results = []
+    for i in outcome.order:
+        s = outcome.scores[i]
+        r = pb.RerankResult(index=i, relevance_score=float(s if s.ndim == 0 else s.max()),
+                            scores=[] if s.ndim == 0 else s.tolist())
+        if request.return_documents:
+            r.document = job.documents[i]
+        results.append(r)
+    usage = pb.Usage(prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens)
+    return pb.RerankResponse(results=results, model=outcome.model_id, usage=usage)
 
 
 def _flat_quality(quality: dict) -> list[tuple[str, float]]:

@@ -28,6 +28,7 @@ from models.specs import ModelSpec, resolve_model
 from models.tokenizer import TextTokenizer, Truncate
 from models.windows import DEFAULT_MAX_WINDOWS, DEFAULT_WINDOW_OVERLAP, pool_windows
 from serving.cache import EmbeddingCache, KeySpace
+from serving.tasks import require_task
 
 
 
@@ -246,6 +247,7 @@ class Pipeline:
     async def _embed(self, job: EmbedJob, ticket: "_Ticket | None" = None) -> EmbedOutcome:
         t0 = time.perf_counter()
         rt = self.runtime(job.model)
+        require_task(rt.spec, "embed")
         for fmt in job.formats:
             validate_options(rt.spec, replace(job.options, encoding_format=fmt))
         self.check_count(job)

@@ -113,13 +113,17 @@ class Int8Scale(BaseModel):
 class Fidelity(BaseModel):
     """Fields an older export did not measure are absent."""
 
-    min_cos: float = Field(description="Least cosine to sentence-transformers fp32 over the fidelity texts.")
-    mean_cos: float
+    min_cos: float | None = Field(None, description="Least cosine to sentence-transformers fp32 over the fidelity texts.")
+    mean_cos: float | None = None
     top10_kept: float | None = Field(None, description="Share of the fp32 top-10 neighbours kept on held-out texts.")
-    texts: int
+    texts: int | None = None
     long_texts: int | None = Field(None, description="Fidelity texts that fill the model's window (truncated).")
     precision: str | None = Field(None, description="The precision that ran when this was measured.")
     measured_at: str | None = Field(None, description="export, or load (measured again on this CPU).")
+    # --- a rerank model (a cross-encoder): its scores against CrossEncoder.predict ------------
+    max_abs_diff: float | None = Field(None, description="Rerank: largest |score - CrossEncoder.predict's score|.")
+    ranking_equal: bool | None = Field(None, description="Rerank: every query's documents ranked as CrossEncoder ranks them.")
+    pairs: int | None = Field(None, description="Rerank: query-document pairs measured (over-long documents included).")
 
 
 class CpuInfo(BaseModel):
@@ -156,6 +160,7 @@ class ModelCard(BaseModel):
     owned_by: str = "embedserve"
     # --- embedserve extensions -------------------------------------------------------
     aliases: list[str]
+    task: str = Field("embed", description="embed (POST /v1/embeddings, /v2/embed) or rerank (POST /v2/rerank, /v1/rerank; dimension: its labels).")
     dimension: int
     max_input_tokens: int
     matryoshka_dimensions: list[int] | Literal["any"]

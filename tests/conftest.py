@@ -6,6 +6,7 @@ import pytest
 
 from tests.support.cluster import cluster_app, ray_cluster  # noqa: F401 (session fixtures: the multi-node cluster)
 from tests.support.service import RayServe, deploy
+from tests.support.cross_encoders import export_all as export_cross_encoders
 from tests.support.user_models import export_all
 
 SERVED_MODELS = ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]
@@ -30,3 +31,10 @@ def user_models(tmp_path_factory):
     """Tiny random models of every supported architecture, saved as sentence-transformers
     folders and exported through `embedserve export NAME=PATH ...` (tests.support.user_models)."""
     return export_all(tmp_path_factory.mktemp("user-models"))
+
+
+@pytest.fixture(scope="session")
+def cross_encoders(tmp_path_factory):
+    """Tiny random cross-encoders (one label, three), saved as CrossEncoder folders and
+    exported through `embedserve export NAME=PATH ...` (tests.support.cross_encoders)."""
+    return export_cross_encoders(tmp_path_factory.mktemp("cross-encoders"))

@@ -29,3 +29,11 @@ def test_the_committed_spec_has_both_embedding_routes_and_their_extensions():
     assert {"texts", "inputs", "model", "input_type", "embedding_types", "truncate", "output_dimension"} <= set(cohere)
     openai = spec["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert "input_type" in openai and "window" in openai["truncate"]["enum"]
+
+
+def test_the_committed_spec_has_both_rerank_routes():
+    spec = json.loads(COMMITTED.read_text())
+    cohere = spec["paths"]["/v2/rerank"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"model", "query", "documents", "top_n", "return_documents", "max_tokens_per_doc"} <= set(cohere)
+    v1 = spec["paths"]["/v1/rerank"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"model", "query", "documents", "top_n"} <= set(v1)

@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from models.rerank import unpack
 from models.variants import Variant
 
 # (token states (b, t, d), attention mask (b, t)) -> one row per text, e.g. pooled vectors.
@@ -38,10 +39,12 @@ class Session(Protocol):
 
 
 def feed(input_names: set[str], input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Only the inputs the graph declares (BERT has token_type_ids, MPNet has none)."""
+    """Only the inputs the graph declares (BERT has token_type_ids, MPNet has none). A
+    cross-encoder's pairs carry their segments in the ids (models.rerank.pack)."""
+    input_ids, segments = unpack(input_ids)
     out = {"input_ids": input_ids, "attention_mask": attention_mask}
     if "token_type_ids" in input_names:
-        out["token_type_ids"] = np.zeros_like(input_ids)
+        out["token_type_ids"] = np.zeros_like(input_ids) if segments is None else segments * attention_mask
     if "position_ids" in input_names:  # decoders (Qwen): right padding, so every row counts from 0
         out["position_ids"] = np.tile(np.arange(input_ids.shape[1], dtype=np.int64), (input_ids.shape[0], 1))
     return {k: v for k, v in out.items() if k in input_names}

@@ -49,6 +49,11 @@ class EmbeddingServiceStub:
                 request_serializer=serving_dot_grpc__gen_dot_embedding__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=serving_dot_grpc__gen_dot_embedding__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/embedserve.v1.EmbeddingService/Rerank',
+                request_serializer=serving_dot_grpc__gen_dot_embedding__pb2.RerankRequest.SerializeToString,
+                response_deserializer=serving_dot_grpc__gen_dot_embedding__pb2.RerankResponse.FromString,
+                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -75,6 +80,13 @@ class EmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rerank(self, request, context):
+        """Scores documents against a query with a rerank model (a cross-encoder), best first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=serving_dot_grpc__gen_dot_embedding__pb2.ListModelsRequest.FromString,
                     response_serializer=serving_dot_grpc__gen_dot_embedding__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=serving_dot_grpc__gen_dot_embedding__pb2.RerankRequest.FromString,
+                    response_serializer=serving_dot_grpc__gen_dot_embedding__pb2.RerankResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class EmbeddingService:
             '/embedserve.v1.EmbeddingService/ListModels',
             serving_dot_grpc__gen_dot_embedding__pb2.ListModelsRequest.SerializeToString,
             serving_dot_grpc__gen_dot_embedding__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedserve.v1.EmbeddingService/Rerank',
+            serving_dot_grpc__gen_dot_embedding__pb2.RerankRequest.SerializeToString,
+            serving_dot_grpc__gen_dot_embedding__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,
