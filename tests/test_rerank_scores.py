@@ -94,7 +94,7 @@ def test_max_tokens_per_doc_cuts_each_document_before_pairing(cross_encoders):
 def test_a_rerank_model_makes_no_embeddings_not_even_in_the_bulk_job(cross_encoders, tmp_path):
     from models.errors import InvalidInput
     from models.postprocess import OutputOptions, validate_options
-    from serving.batch_job import BatchOptions, prepare
+    from serving.batch.plan import BatchOptions, prepare
     from serving.settings import Settings
     from tests.support.batch import write_jsonl
 
