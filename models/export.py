@@ -210,6 +210,8 @@ def variant_entries(root: Path, built: set[str]) -> dict[str, dict]:
 
 def missing_measurements(root: Path, manifest: dict) -> list[str]:
     """What an otherwise complete export still lacks (artifacts from an older embedserve)."""
+    if manifest.get("task") == "sparse":  # measured at export against SparseEncoder (models.sparse_export)
+        return []
     missing = []
     if not fidelity.has_references(root):
         missing.append("references")
@@ -312,6 +314,10 @@ def export_model(
     force: bool = False,
     say: Say = print,
 ) -> ModelArtifacts:
+    if spec.task == "sparse":  # a SPLADE model: its own graph and measurements
+        from models.sparse_export import export_sparse
+
+        return export_sparse(spec, artifact_dir, force=force, say=say)
     root = model_dir(artifact_dir, spec)
     if not force and is_complete(root, int8_weights):
         artifacts = ModelArtifacts.load(artifact_dir, spec)
