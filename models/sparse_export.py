@@ -48,7 +48,7 @@ def reference_encoder(source: Path, spec: ModelSpec):
     """sentence-transformers' SparseEncoder of the folder: as saved, or MLMTransformer +
     SpladePooling around a plain masked-LM folder."""
     from sentence_transformers import SparseEncoder
-    from sentence_transformers.sparse_encoder.models import MLMTransformer, SpladePooling
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
 
     cfg = SpladeConfig.of(spec)
     if (Path(source) / "modules.json").is_file():

