@@ -75,7 +75,7 @@ def ensure_exported(s: Settings) -> None:
         spec = resolve_model(name)
         try:
             artifacts = ModelArtifacts.load(s.artifact_dir, spec)
-            if s.variant != "auto":
+            if s.variant != "auto" and spec.task != "sparse":  # a sparse model runs its own (models.sparse)
                 artifacts.variant(s.variant)
             missing = missing_measurements(artifacts.root, artifacts.manifest)
             if spec.user and (artifacts.manifest.get("model_spec") or {}).get("revision") != spec.revision:
