@@ -143,3 +143,34 @@ def test_the_routes_need_the_api_key(sparse_service, route):
 def test_dense_models_still_answer_beside(sparse_service):
     status, _, body = sparse_service.post("/v1/embeddings", {"model": DENSE, "input": ["x"]}, AUTH)
     assert status == 200 and len(body["data"][0]["embedding"]) == 384
+
+
+def test_the_readme_examples_are_this_services_answers(sparse_service):
+    """README "Sparse embeddings (SPLADE)": each curl example's answer, its model named
+    splade-tiny there (the same weights as splade-plain here)."""
+    import json
+    import re
+
+    from tests.support.service import ROOT
+
+    text = (ROOT / "README.md").read_text().split("## Sparse embeddings (SPLADE)", 1)[1].split("\n## ", 1)[0]
+    examples = re.findall(r"curl -s localhost:8000(\S+).*?-d '(.*?)'\n```\n\n```json\n(.*?)```", text, re.S)
+    assert len(examples) == 2
+    for route, body, shown in examples:
+        req = {**json.loads(body), "model": "splade-plain"}
+        status, _, got = sparse_service.post(route, req, AUTH)
+        assert status == 200, got
+        want = json.loads(shown)
+        if isinstance(want, dict):
+            got["model"] = want["model"]
+        assert json.dumps(round_floats(got)) == json.dumps(want), f"the README should show: {round_floats(got)}"
+
+
+def round_floats(x):
+    if isinstance(x, float):
+        return round(x, 4)
+    if isinstance(x, list):
+        return [round_floats(v) for v in x]
+    if isinstance(x, dict):
+        return {k: round_floats(v) for k, v in x.items()}
+    return x
