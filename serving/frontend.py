@@ -12,7 +12,7 @@ from models.prompts import accepted_input_types
 from serving.auth import check_bearer
 from serving.errors import as_embed_error
 from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
-from serving.sparse import SparseJob, SparseOutcome, SparseService
+from serving.sparse import SparseJob, SparseOutcome, SparseService, describe_sparse
 
 INT8_RULE = "q = clip(round(x * 127 / scale), -127, 127) on the unit vector of the requested dimensions; x ~= q * scale / 127; uint8 = q + 128"
 
@@ -50,6 +50,7 @@ def describe_model(rt: ModelRuntime, engine: dict | None = None) -> dict:
     return {
         "id": spec.id,
         "aliases": list(spec.aliases),
+        "task": spec.task,
         "dimension": spec.dimension,
         "max_input_tokens": spec.max_seq_length,
         "matryoshka_dimensions": "any" if spec.matryoshka_dims is None else list(spec.matryoshka_dims),
@@ -145,6 +146,7 @@ class Frontend:
         out = []
         for key, rt in self.pipeline.runtimes.items():
             out.append(describe_model(rt, await self.engine(key) if self.engine else None))
+        out.extend(describe_sparse(local) for local in (self.sparse.models.values() if self.sparse else ()))
         return out
 
     async def readiness(self) -> dict[str, bool]:

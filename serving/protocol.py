@@ -156,6 +156,7 @@ class ModelCard(BaseModel):
     owned_by: str = "embedserve"
     # --- embedserve extensions -------------------------------------------------------
     aliases: list[str]
+    task: str = Field("embed", description="What the model is for: embed (dense vectors, /v1/embeddings) or sparse (SPLADE, /embed_sparse).")
     dimension: int
     max_input_tokens: int
     matryoshka_dimensions: list[int] | Literal["any"]

@@ -18,7 +18,7 @@ from models.batcher import ContinuousBatcher
 from models.batching import round_tokens
 from models.encoder import EncodeStats
 from models.errors import InvalidInput, InvalidOption, ModelNotFound, TooManyInputs
-from models.prompts import prompt_table, resolve_prompt
+from models.prompts import accepted_input_types, prompt_table, resolve_prompt
 from models.sparse import SPARSE_VARIANTS, SparseModel, SparseVector, check_top_k, sparsify
 from models.specs import ModelSpec, resolve_model
 from models.tokenizer import Truncate
@@ -64,6 +64,22 @@ class LocalSparse:
     def _round(self, seqs: list[np.ndarray]) -> tuple[list[SparseVector], EncodeStats]:
         stats = EncodeStats()
         return self.model.encode_ids(seqs, stats=stats), stats
+
+
+def describe_sparse(local: LocalSparse) -> dict:
+    """A sparse model's /v1/models card (and gRPC ListModels entry): dimension is the vocabulary."""
+    spec, cfg = local.spec, local.model.config
+    return {
+        "id": spec.id, "aliases": list(spec.aliases), "task": "sparse", "dimension": spec.dimension,
+        "max_input_tokens": spec.max_seq_length, "matryoshka_dimensions": [], "matryoshka_trained": False,
+        "pooling": f"splade {cfg.strategy} {cfg.activation}", "dense_layers": [], "normalized_by_model": False,
+        "architecture": spec.architecture or None, "similarity": "dot", "user_model": spec.user,
+        "variant": local.model.variant, "int8_scale_rule": "", "int8_scales": [], "quality": {}, "engine": None,
+        "variants": [{"variant": name, "backend": info.get("backend", "onnxruntime"), "precision": info.get("precision", "fp32"),
+                      "fidelity": None} for name, info in local.model.artifacts.manifest["variants"].items()],
+        "prompts": dict(local.prompts), "input_types": accepted_input_types(local.prompts),
+        "prompts_declared": bool(local.prompts), "window_tokens": 0, "window_overlap_tokens": 0, "max_windows_per_text": 0,
+    }
 
 
 class SparseService:

@@ -174,3 +174,18 @@ def round_floats(x):
     if isinstance(x, dict):
         return {k: round_floats(v) for k, v in x.items()}
     return x
+
+
+def test_v1_models_and_list_models_name_the_sparse_models(sparse_service):
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(sparse_service.http_url + "/v1/models", headers=AUTH)
+    cards = {c["id"]: c for c in json.loads(urllib.request.urlopen(req, timeout=60).read())["data"]}
+    assert cards["splade-plain"]["task"] == "sparse" and cards["splade-plain"]["dimension"] == 30522
+    assert {"document", "query"} <= set(cards["splade-st"]["input_types"])
+    assert cards[f"sentence-transformers/{DENSE}"]["task"] == "embed"
+    md = [*sparse_service.grpc_metadata, ("authorization", f"Bearer {KEY}")]
+    with sparse_service.grpc_channel() as channel:
+        listed = pbg.EmbeddingServiceStub(channel).ListModels(pb.ListModelsRequest(), metadata=md).models
+    assert {"splade-plain", "splade-st"} <= {m.id for m in listed}
