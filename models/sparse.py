@@ -3,7 +3,8 @@ vocabulary token, as sentence-transformers' `SparseEncoder` (MLMTransformer + Sp
 
     weight[v] = max over the text's tokens t of log(1 + relu(logits[t, v]))      (pooling "max")
               = sum over the text's tokens t of log(1 + relu(logits[t, v]))      (pooling "sum")
-    activation "log1p_relu": log(1 + .) once more on top (OpenSearch's models).
+    activation "log1p_relu": log(1 + .) once more on each token's weight, before pooling
+    (OpenSearch's models).
 
 Padding never counts (SpladePooling masks it to 0 before relu, which is what leaving it out gives:
 every weight is >= 0). For "max", log1p is monotone, so the max is taken over the raw logits and
@@ -78,10 +79,13 @@ def splade_pool(logits: np.ndarray, mask: np.ndarray, cfg: SpladeConfig = Splade
             else:
                 out[row] = 0
             np.log1p(out[row], out=out[row])
-        else:
-            out[row] = np.log1p(np.maximum(real, 0)).sum(axis=0)
-    if cfg.activation == "log1p_relu":
-        np.log1p(out, out=out)
+            if cfg.activation == "log1p_relu":  # monotone: after the max as before it
+                np.log1p(out[row], out=out[row])
+        else:  # per token, then summed: one temporary of the row's real tokens
+            act = np.log1p(np.maximum(real, 0))
+            if cfg.activation == "log1p_relu":
+                np.log1p(act, out=act)
+            out[row] = act.sum(axis=0)
     return out
 
 

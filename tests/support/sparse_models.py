@@ -55,3 +55,29 @@ def reference(folder: Path, texts: list[str], prompt_name: str | None = None, to
     out = model.encode(texts, prompt_name=prompt_name, prompt=None if prompt_name else "", batch_size=8,
                        max_active_dims=top_k)
     return out.to_dense().numpy()
+
+
+def build_random_distilbert(root: Path, max_seq_length: int = 64) -> Path:
+    """A small randomly initialised DistilBertForMaskedLM (the all-MiniLM-L6-v2 WordPiece
+    tokenizer) saved as a SparseEncoder folder with SpladePooling("sum", "log1p_relu"): the other
+    pooling and activation, another architecture, a max length from sentence_bert_config.json."""
+    import torch
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM
+
+    from tests.support.user_models import minilm_dir
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True,
+                                        model_input_names=["input_ids", "attention_mask"])
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=tok.vocab_size, dim=32, hidden_dim=64, n_layers=2, n_heads=2,
+                              max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    model = DistilBertForMaskedLM(config)
+    hf = root / "random-distilbert-hf"
+    model.save_pretrained(hf)
+    tok.save_pretrained(hf)
+    encoder = SparseEncoder(modules=[MLMTransformer(str(hf), max_seq_length=max_seq_length),
+                                     SpladePooling("sum", "log1p_relu")], device="cpu")
+    encoder.save(str(root / "random-distilbert"))
+    return root / "random-distilbert"
