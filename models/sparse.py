@@ -17,7 +17,8 @@ text-embeddings-inference answers in), `values` beside them. `top_k` keeps only 
 weights (sentence-transformers' `max_active_dims`), still in index order.
 
 Tokenize -> run -> pool, like models.encoder, with the same batching and sessions; knows nothing
-of Ray, HTTP or caches.
+of Ray, HTTP or caches. A run's logits take tokens x vocab x 4 bytes (250 MB at the default budget
+of 2048 padded tokens and BERT's 30522 entries): they are pooled in place, row by row.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from models.artifacts import ModelArtifacts
 from models.backends import open_session
@@ -126,7 +128,6 @@ class SparseModel:
         intra_op_threads: int = 0,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        **_ignored,
     ):
         self.spec, self.artifacts = spec, artifacts
         self.config = SpladeConfig.of(spec)
@@ -135,7 +136,7 @@ class SparseModel:
         self.session = open_session(artifacts.onnx_path(self.variant), VARIANTS[self.variant],
                                     providers=providers, threads=intra_op_threads)
         self.max_batch_size, self.max_batch_tokens = max_batch_size, max_batch_tokens
-        self._vocab = self.tokenizer._whole
+        self.vocab = Tokenizer.from_file(str(artifacts.tokenizer_path))  # id -> token string
 
     @classmethod
     def from_artifact_dir(cls, spec: ModelSpec, artifact_dir, **kw) -> "SparseModel":
@@ -180,7 +181,7 @@ class SparseModel:
 
     def tokens(self, indices: np.ndarray) -> list[str]:
         """The vocabulary's strings for these ids (the keys Elasticsearch / OpenSearch rank features take)."""
-        return [self._vocab.id_to_token(int(i)) or "" for i in indices]
+        return [self.vocab.id_to_token(int(i)) or "" for i in indices]
 
     def describe(self) -> dict:
         return {"variant": self.variant, **self.session.describe(), "task": TASK,

@@ -8,6 +8,7 @@ vector is a few hundred (index, value) pairs, not a fixed-size row. Knows nothin
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -124,7 +125,10 @@ class SparseService:
             local = self.model(job.model)
             self.check(job)
             prompt = resolve_prompt(local.prompts, job.input_type)
-            seqs = local.model.tokenize(job.texts, job.truncate, prompt)
+            if len(job.texts) <= 8 and sum(len(t) for t in job.texts) <= 64 * 1024:
+                seqs = local.model.tokenize(job.texts, job.truncate, prompt)
+            else:  # a big request is tokenized off the event loop, as the dense pipeline does
+                seqs = await asyncio.to_thread(local.model.tokenize, job.texts, job.truncate, prompt)
             t1 = time.perf_counter()
             vectors, info = await local.batcher.submit(seqs)
             t2 = time.perf_counter()

@@ -115,7 +115,7 @@ def test_token_strings_are_the_vocabulary_entries(sparse_models):
     v = m.encode(["the quick brown fox"])[0]
     tokens = m.tokens(v.indices)
     assert {"quick", "brown", "fox"} <= set(tokens)
-    assert [m.tokenizer._whole.token_to_id(t) for t in tokens] == v.indices.tolist()
+    assert [m.vocab.token_to_id(t) for t in tokens] == v.indices.tolist()
 
 
 def test_the_export_records_its_measured_fidelity(sparse_models):
