@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from models.errors import InvalidOption, ModelNotFound, NotReady
+from models.errors import InvalidInput, ModelNotFound, NotReady
 from models.specs import resolve_model
 from models.prompts import accepted_input_types
 from serving.auth import check_bearer
@@ -99,8 +99,8 @@ class Frontend:
         """Sparse vectors, for either transport: failures leave as core errors, outcomes counted."""
         try:
             if self.sparse is None:
-                raise InvalidOption(f"No sparse (SPLADE) model is served here; '{job.model[:100]}' gives dense "
-                                    "vectors (POST /v1/embeddings).", param="model", code="model_not_sparse")
+                raise InvalidInput("No sparse (SPLADE) model is served here (GET /v1/models lists each model's task); "
+                                   "dense vectors: POST /v1/embeddings.", param="model", code="wrong_model_task")
             outcome = await self.sparse.embed(job)
         except Exception as exc:
             err = as_embed_error(exc)
@@ -119,9 +119,9 @@ class Frontend:
             except ModelNotFound:
                 return
             if key in self.sparse.models:
-                raise InvalidOption(f"The model '{self.sparse.models[key].spec.id}' is a sparse (SPLADE) model: ask it "
-                                    "for sparse vectors (POST /embed_sparse or /v1/embeddings/sparse, gRPC "
-                                    "SparseService.EmbedSparse).", param="model", code="model_not_dense")
+                raise InvalidInput(f"The model '{self.sparse.models[key].spec.id}' is a sparse (SPLADE) model: ask it "
+                                   "for sparse vectors (POST /embed_sparse or /v1/embeddings/sparse, gRPC "
+                                   "SparseService.EmbedSparse).", param="model", code="wrong_model_task")
 
     async def embed(self, job: EmbedJob, transport: str) -> EmbedOutcome:
         """The pipeline, for either transport: any failure leaves as a core error (Ray's

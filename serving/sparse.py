@@ -25,6 +25,9 @@ from models.specs import ModelSpec, resolve_model
 from models.tokenizer import Truncate
 
 
+WHAT = {"embed": "a dense embedding model", "rerank": "a rerank model (a cross-encoder)"}
+
+
 @dataclass(frozen=True)
 class SparseJob:
     """The internal sparse request every front door builds."""
@@ -99,9 +102,10 @@ class SparseService:
             return self.models[key]
         served = ", ".join(m.spec.id for m in self.models.values()) or "none"
         if key in self.dense:
-            raise InvalidOption(f"The model '{self.dense[key].id}' is a dense embedding model: sparse embeddings need a "
-                                f"sparse (SPLADE) model. Sparse models served here: {served}.", param="model",
-                                code="model_not_sparse")
+            spec = self.dense[key]
+            what = WHAT.get(spec.task, f"a {spec.task} model")
+            raise InvalidInput(f"The model '{spec.id}' is {what}: sparse embeddings need a sparse (SPLADE) model. "
+                               f"Sparse models served here: {served}.", param="model", code="wrong_model_task")
         raise ModelNotFound(f"The model '{name[:100]}' is not served here. Sparse models served here: {served}.",
                             param="model")
 

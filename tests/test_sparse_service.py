@@ -132,6 +132,8 @@ def test_bad_input_is_a_clean_4xx_that_says_why(sparse_service, name, route, bod
     got, _, answer = sparse_service.post(route, body, AUTH)
     assert got == status, answer
     assert words.lower() in answer["error"]["message"].lower(), answer
+    if "model" in name and status == 400:  # the code every wrong-task refusal carries (serving.tasks on main)
+        assert answer["error"]["code"] == "wrong_model_task", answer
 
 
 @pytest.mark.parametrize("route", ["/embed_sparse", "/v1/embeddings/sparse"])
@@ -189,3 +191,15 @@ def test_v1_models_and_list_models_name_the_sparse_models(sparse_service):
     with sparse_service.grpc_channel() as channel:
         listed = pbg.EmbeddingServiceStub(channel).ListModels(pb.ListModelsRequest(), metadata=md).models
     assert {"splade-plain", "splade-st"} <= {m.id for m in listed}
+
+
+def test_a_service_without_sparse_models_says_so():
+    import asyncio
+
+    from models.errors import InvalidInput
+    from serving.frontend import Frontend
+    from serving.sparse import SparseJob
+
+    with pytest.raises(InvalidInput, match="No sparse") as err:
+        asyncio.run(Frontend(pipeline=None).embed_sparse(SparseJob("", ["x"]), "http"))
+    assert err.value.code == "wrong_model_task"
