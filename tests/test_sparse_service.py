@@ -24,12 +24,16 @@ DENSE = "all-MiniLM-L6-v2"
 TEXTS = ["Hello, world", "The quick brown fox jumps over the lazy dog.", "zymurgy and rare terms " * 200]
 
 
-@pytest.fixture(scope="module")
-def sparse_service(ray_serve, sparse_models):
-    # The shipped dense model beside the sparse ones: its exported artifacts, linked (never copied or changed).
+def link_dense(sparse_models) -> None:
+    """The shipped dense model beside the sparse ones: its exported artifacts, linked (never copied or changed)."""
     link = sparse_models.artifact_dir / DENSE.lower()
     if not link.exists():
         link.symlink_to(artifact_dir() / DENSE.lower(), target_is_directory=True)
+
+
+@pytest.fixture(scope="module")
+def sparse_service(ray_serve, sparse_models):
+    link_dense(sparse_models)
     entries = [f"{n}={p}" for n, p in sparse_models.folders.items()] + [DENSE]
     app = deploy(ray_serve, "sparse", "/sparse", models=entries, artifact_dir=sparse_models.artifact_dir,
                  variant="fp32", cache="memory", encoder_num_cpus=0.5, api_keys=KEY)
@@ -203,3 +207,21 @@ def test_a_service_without_sparse_models_says_so():
     with pytest.raises(InvalidInput, match="No sparse") as err:
         asyncio.run(Frontend(pipeline=None).embed_sparse(SparseJob("", ["x"]), "http"))
     assert err.value.code == "wrong_model_task"
+
+
+def test_with_encoder_replicas_the_sparse_model_runs_in_the_ingress(ray_serve, sparse_models):
+    """encoder_placement=replica: the dense model gets its encoder deployment, the sparse one
+    answers from the ingress with the same vectors."""
+    link_dense(sparse_models)
+    entries = [f"splade-plain={sparse_models.folders['splade-plain']}", DENSE]
+    app = deploy(ray_serve, "sparse-replica", "/sparse-replica", models=entries, artifact_dir=sparse_models.artifact_dir,
+                 variant="fp32", cache="off", encoder_placement="replica", encoder_num_cpus=0.5)
+    try:
+        status, _, body = app.post("/v1/embeddings/sparse", {"input": TEXTS[:2]})
+        assert status == 200, body
+        got = dense([(d["indices"], d["values"]) for d in body["data"]])
+        assert_same(got, reference(sparse_models.folders["splade-plain"], TEXTS[:2]))
+        status, _, body = app.post("/v1/embeddings", {"model": DENSE, "input": ["x"]})
+        assert status == 200, body
+    finally:
+        undeploy("sparse-replica")
