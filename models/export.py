@@ -314,10 +314,8 @@ def export_model(
     force: bool = False,
     say: Say = print,
 ) -> ModelArtifacts:
-    if spec.task == "sparse":  # a SPLADE model: its own graph and measurements
-        from models.sparse_export import export_sparse
-
-        return export_sparse(spec, artifact_dir, force=force, say=say)
+    if spec.task == "sparse":  # its own graph and measurements; `embedserve export` picks it by the task
+        raise ExportFailed(f"{spec.id} is a sparse (SPLADE) model: export it with models.sparse_export.export_sparse.")
     root = model_dir(artifact_dir, spec)
     if not force and is_complete(root, int8_weights):
         artifacts = ModelArtifacts.load(artifact_dir, spec)

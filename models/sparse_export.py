@@ -2,7 +2,9 @@
 vocabulary), the fused ONNX Runtime graph, the tokenizer, and a manifest whose fidelity is measured
 against sentence-transformers' `SparseEncoder` (same non-zero entries, relative error of the values).
 
-Needs the `export` extra (torch, optimum, sentence-transformers), like models.export.
+Needs the `export` extra (torch, optimum, sentence-transformers), like models.export, whose file
+helpers it uses (one direction: models.export knows nothing of sparse models but that their
+manifest lacks nothing).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from models.artifacts import MANIFEST_VERSION, ModelArtifacts, model_dir
-from models.export import ExportFailed, Say, sha256_file, variant_entries, write_manifest, write_tokenizer
-from models.export import optimize_graph
+from models.export import (ExportFailed, Say, is_complete, optimize_graph, sha256_file, variant_entries, write_manifest,
+                           write_tokenizer)
 from models.fidelity import fidelity_texts
 from models.model_folder import spec_to_manifest
 from models.prompts import read_prompts
@@ -78,12 +80,13 @@ def compare(got: np.ndarray, want: np.ndarray) -> dict:
             "within_tolerance": bool((diff <= RTOL * want + ATOL).all()), "texts": int(got.shape[0])}
 
 
-def export_sparse(spec: ModelSpec, artifact_dir: Path, *, force: bool = False, say: Say = print) -> ModelArtifacts:
+def export_sparse(spec: ModelSpec, artifact_dir: Path, *, int8_weights: bool = False, force: bool = False,
+                  say: Say = print) -> ModelArtifacts:
+    """models.export.export_model for a sparse model (serving.cli picks it by the spec's task). No int8
+    variant: `int8_weights` is accepted and ignored."""
     root = model_dir(artifact_dir, spec)
     path = root / "manifest.json"
     if not force and path.is_file():
-        from models.export import is_complete
-
         if is_complete(root, False):
             say(f"{spec.id}: artifacts in {root} are complete; reusing them.")
             return ModelArtifacts.load(artifact_dir, spec)
