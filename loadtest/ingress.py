@@ -172,9 +172,9 @@ def markdown(summary: dict[str, dict], runs: int, raw_ceiling: float | None = No
         lines.append(f"| {label} | {unit} | " + " | ".join(f(summary[o].get(key), 2 if unit == 'ms' else 1) for o in options) + " |")
     lines.append("| errors (all runs) | | " + " | ".join(str(summary[o].get("errors", 0)) for o in options) + " |")
     if raw1 is not None:
-        lines.append(f"| idle HTTP p50 - raw batch-1 p50 (target <= 3 ms) | ms | "
+        lines.append("| idle HTTP p50 - raw batch-1 p50 (target <= 3 ms) | ms | "
                      + " | ".join(f(summary[o]["idle_http_p50"] - raw1, 2) for o in options) + " |")
-        lines.append(f"| idle gRPC p50 - raw batch-1 p50 (target <= 3 ms) | ms | "
+        lines.append("| idle gRPC p50 - raw batch-1 p50 (target <= 3 ms) | ms | "
                      + " | ".join(f(summary[o]["idle_grpc_p50"] - raw1, 2) for o in options) + " |")
     if raw_ceiling:
         for key, name in (("c32_http", "HTTP"), ("c32_grpc", "gRPC")):

@@ -212,6 +212,8 @@ def variant_entries(root: Path, built: set[str]) -> dict[str, dict]:
 
 def missing_measurements(root: Path, manifest: dict) -> list[str]:
     """What an otherwise complete export still lacks (artifacts from an older embedserve)."""
+    if manifest.get("task") == "sparse":  # measured at export against SparseEncoder (models.sparse_export)
+        return []
     missing = []
     if manifest.get("task") == "rerank":  # a cross-encoder: scores, measured per variant (models.rerank_export)
         known = variant_entries(root, set(manifest["variants"]))
@@ -318,6 +320,8 @@ def export_model(
     force: bool = False,
     say: Say = print,
 ) -> ModelArtifacts:
+    if spec.task == "sparse":  # its own graph and measurements; `embedserve export` picks it by the task
+        raise ExportFailed(f"{spec.id} is a sparse (SPLADE) model: export it with models.sparse_export.export_sparse.")
     root = model_dir(artifact_dir, spec)
     if not force and is_complete(root, int8_weights):
         artifacts = ModelArtifacts.load(artifact_dir, spec)

@@ -24,6 +24,8 @@ DECODERS = ("qwen2", "qwen3")  # last-token pooling, causal attention
 SUPPORTED = ENCODERS + DECODERS
 # sentence-transformers module types (old and new paths) by their last name.
 TRANSFORMER, POOLING, DENSE, NORMALIZE = "Transformer", "Pooling", "Dense", "Normalize"
+# A sentence-transformers SparseEncoder (SPLADE): a masked-LM transformer, then SpladePooling.
+MLM_TRANSFORMER, SPLADE_POOLING = "MLMTransformer", "SpladePooling"
 ST_POOLING_MODES = {"cls": "cls", "mean": "mean", "max": "max", "lasttoken": "last", "weightedmean": "weightedmean",
                     "mean_sqrt_len_tokens": "mean_sqrt_len_tokens"}
 LEGACY_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
@@ -132,6 +134,8 @@ def read_folder(source: str, name: str | None = None) -> ModelSpec:
         raise ModelFolderError(f"{root}: the architecture '{arch}' is not supported. Supported: {', '.join(SUPPORTED)}.")
     if is_cross_encoder(root, config):
         return _cross_encoder_spec(root, name, config, arch)
+    if _is_sparse(root, config):
+        return _sparse_spec(root, name, config, arch)
     modules = _modules(root)
     kinds = [_module_kind(m["type"]) for m in modules]
     unknown = [k for k in kinds if k not in (TRANSFORMER, POOLING, DENSE, NORMALIZE)]
@@ -223,6 +227,51 @@ def _cross_encoder_spec(root: Path, name: str, config: dict, arch: str) -> Model
         extra={"activation": act, "labels": [str(v) for _, v in sorted((config.get("id2label") or {}).items(),
                                                                         key=lambda kv: int(kv[0]))],
                "lower_case": tok["do_lower_case"], "source": str(root), "padding_side": tok["padding_side"]},
+def _is_sparse(root: Path, config: dict) -> bool:
+    """A SparseEncoder folder (MLMTransformer, or a Transformer whose task is fill-mask, then
+    SpladePooling), or a plain folder of a *ForMaskedLM model (no modules.json): served as sparse
+    (SPLADE) models. A plain masked-LM checkpoint meant for dense vectors needs a
+    sentence-transformers folder (modules.json with a Pooling module)."""
+    if (root / "modules.json").is_file():
+        return SPLADE_POOLING in [_module_kind(m["type"]) for m in _json(root / "modules.json")]
+    return any(str(a).endswith("ForMaskedLM") for a in config.get("architectures") or ())
+
+
+def _sparse_spec(root: Path, name: str, config: dict, arch: str) -> ModelSpec:
+    """The spec of a SPLADE model (models.sparse): one weight per vocabulary entry."""
+    splade = {"strategy": "max", "activation": "relu"}
+    if (root / "modules.json").is_file():
+        modules = _modules(root)
+        kinds = [_module_kind(m["type"]) for m in modules]
+        st = _json(root / "sentence_bert_config.json") if (root / "sentence_bert_config.json").is_file() else {}
+        mlm = kinds[:1] == [MLM_TRANSFORMER] or (kinds[:1] == [TRANSFORMER] and st.get("transformer_task") == "fill-mask")
+        if not mlm or kinds[1:] != [SPLADE_POOLING] or (root / modules[0]["path"]).resolve() != root:
+            raise ModelFolderError(f"{root}: sparse modules {kinds} are not supported: an MLMTransformer in the folder "
+                                   "itself, then SpladePooling.")
+        cfg = _json(root / modules[1]["path"] / "config.json") if modules[1].get("path") else {}
+        splade = {"strategy": cfg.get("pooling_strategy", "max"), "activation": cfg.get("activation_function", "relu")}
+        if splade["strategy"] not in ("max", "sum") or splade["activation"] not in ("relu", "log1p_relu"):
+            raise ModelFolderError(f"{root}: SpladePooling {splade} is not supported (max or sum; relu or log1p_relu).")
+    else:
+        st = {}
+    if arch not in ENCODERS:
+        raise ModelFolderError(f"{root}: a sparse model's architecture '{arch}' is not supported. Supported: {', '.join(ENCODERS)}.")
+    st_meta = _json(root / ST_CONFIG) if (root / ST_CONFIG).is_file() else {}
+    tok = _tokenizer_facts(root)
+    positions = int(config.get("max_position_embeddings") or 0) - (2 if arch in ("roberta", "xlm-roberta", "camembert") else 0)
+    limit = st.get("max_seq_length") or tok["model_max_length"]
+    if not isinstance(limit, int) or limit <= 0 or limit > 1_000_000:
+        limit = DEFAULT_MAX_LENGTH
+    return ModelSpec(
+        id=name, aliases=(name,), revision=f"folder:{weights_digest(root)}",
+        dimension=int(config["vocab_size"]), max_seq_length=int(min(limit, positions) if positions > 0 else limit),
+        pooling="max", normalize=False, weights=FolderWeights(str(root)),
+        prompts={str(k): str(v) for k, v in (st_meta.get("prompts") or {}).items() if v},
+        pad_token_id=int(tok["pad_token_id"] if tok["pad_token_id"] is not None else config.get("pad_token_id") or 0),
+        architecture=arch, similarity="dot", default_prompt_name=st_meta.get("default_prompt_name"), user=True,
+        task="sparse",
+        extra={"lower_case": bool(st.get("do_lower_case")), "source": str(root), "padding_side": tok["padding_side"],
+               "splade": splade},
     )
 
 

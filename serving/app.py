@@ -36,6 +36,7 @@ from serving.ray_listeners import adapt_ray_listeners
 from serving.metrics import EncoderMetrics, IngressMetrics
 from serving.pipeline import Encoded, ModelRuntime, Pipeline
 from serving.settings import Settings
+from serving.sparse import LocalSparse, SparseService
 
 log = logging.getLogger("ray.serve")
 adapt_ray_listeners()  # this process's Ray servers: on EMBEDSERVE_HOST, their ports reusable at once
@@ -131,9 +132,16 @@ class Ingress:
         self.encoders = encoders
         runtimes = {}
         self.local: dict[str, LocalEncoder] = {}
+        sparse: dict[str, LocalSparse] = {}
         for name in s.models:
             spec = resolve_model(name)
             artifacts = ModelArtifacts.load(s.artifact_dir, spec)
+            if spec.task == "sparse":  # SPLADE: in this replica, whatever the placement (serving.sparse)
+                sparse[spec.key] = LocalSparse(
+                    spec, artifacts, variant=s.variant, prompts=s.prompts_for(spec), max_batch_tokens=s.max_batch_tokens,
+                    batch_wait_s=s.batch_wait_timeout_ms / 1000, providers=s.providers,
+                    intra_op_threads=s.intra_op_threads, max_batch_size=s.max_batch_size)
+                continue
             if spec.key in encoders:
                 # The encoder replicas choose for themselves; on the same kind of node they
                 # choose this (the cache key names it).
@@ -170,6 +178,8 @@ class Ingress:
         self.frontend = Frontend(
             pipeline, s.api_key_set(), s.max_payload_bytes, probe=self._probe, engine=self._engine,
             metrics=IngressMetrics(), accept_token_ids=s.accept_token_ids,
+            sparse=SparseService(sparse, {k: rt.spec for k, rt in runtimes.items()}, pipeline.admission, s.max_inputs)
+            if sparse else None,
         )
         self.timeout_s = s.request_timeout_s
         _Replica.frontend = self.frontend
@@ -217,6 +227,9 @@ class Ingress:
         async for response in grpc_api.embed_stream(self.frontend, request, grpc_context):
             yield response
 
+    async def EmbedSparse(self, request, grpc_context):  # noqa: N802 (embedserve.v1.SparseService)
+        return await grpc_api.embed_sparse(self.frontend, request, grpc_context)
+
     async def ListModels(self, request, grpc_context):  # noqa: N802
         return await grpc_api.list_models(self.frontend, grpc_context, request)
 
@@ -256,6 +269,8 @@ def application(s: Settings) -> serve.Application:
     encoders = {}  # none inline: the ingress builds its own encoders for the models it lacks
     if not inline:
         for spec in map(resolve_model, s.models):
+            if spec.task == "sparse":  # runs in the ingress (serving.sparse)
+                continue
             encoders[spec.key] = EncoderReplica.options(
                 name=deployment_name(spec.key),
                 num_replicas=s.encoder_replicas,

@@ -42,9 +42,20 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] |
         parser.add_argument(flag, dest=name, default=None, help=f"{field.description} [env {env}]")
 
 
+def exporter(spec):
+    """The export of the model's task: models.sparse_export for a sparse (SPLADE) model, else models.export."""
+    if spec.task == "sparse":
+        from models.sparse_export import export_sparse
+
+        return export_sparse
+    from models.export import export_model
+
+    return export_model
+
+
 def export_command(args) -> int:
     try:
-        from models.export import export_model
+        import models.export  # noqa: F401 (torch / optimum present?)
     except ImportError as exc:  # torch / optimum are only in the `export` extra
         print(f"export needs the export extra: pip install 'embedserve[export]' ({exc})", file=sys.stderr)
         return 2
@@ -59,7 +70,7 @@ def export_command(args) -> int:
         for entry in names:
             name, path = parse_entry(entry)
             spec = read_folder(path, args.name or name) if path is not None else resolve_model(name)
-            export_model(spec, artifact_dir, int8_weights=args.int8_weights, force=args.force)
+            exporter(spec)(spec, artifact_dir, int8_weights=args.int8_weights, force=args.force)
     except EmbedError as exc:  # a folder it cannot serve, a clash, an export below the floor: one line
         print(f"embedserve export: {exc.message}", file=sys.stderr)
         return 2
@@ -69,13 +80,13 @@ def export_command(args) -> int:
 def ensure_exported(s: Settings) -> None:
     """Export every served model that has no artifacts yet (first start on a fresh machine), and
     measure what an older export lacks."""
-    from models.export import export_model, missing_measurements
+    from models.export import missing_measurements
 
     for name in s.models:
         spec = resolve_model(name)
         try:
             artifacts = ModelArtifacts.load(s.artifact_dir, spec)
-            if s.variant != "auto":
+            if s.variant != "auto" and spec.task != "sparse":  # a sparse model runs its own (models.sparse)
                 artifacts.variant(s.variant)
             missing = missing_measurements(artifacts.root, artifacts.manifest)
             if spec.user and (artifacts.manifest.get("model_spec") or {}).get("revision") != spec.revision:
@@ -85,7 +96,7 @@ def ensure_exported(s: Settings) -> None:
             print(f"{spec.id} is not exported yet: exporting it to {s.artifact_dir} (once).", flush=True)
             missing = ["everything"]
         if missing:
-            export_model(spec, s.artifact_dir, int8_weights=s.variant == "int8", force=missing == ["everything"] and spec.user)
+            exporter(spec)(spec, s.artifact_dir, int8_weights=s.variant == "int8", force=missing == ["everything"] and spec.user)
 
 
 def start(s: Settings) -> tuple[App, IngressConfig]:

@@ -6,12 +6,14 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from models.errors import NotReady
+from models.errors import InvalidInput, ModelNotFound, NotReady
+from models.specs import resolve_model
 from models.prompts import accepted_input_types
 from serving.auth import check_bearer
 from serving.errors import as_embed_error
 from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
 from serving.reranking import RerankJob, RerankOutcome, rerank
+from serving.sparse import SparseJob, SparseOutcome, SparseService, describe_sparse
 
 INT8_RULE = "q = clip(round(x * 127 / scale), -127, 127) on the unit vector of the requested dimensions; x ~= q * scale / 127; uint8 = q + 128"
 
@@ -50,7 +52,7 @@ def describe_model(rt: ModelRuntime, engine: dict | None = None) -> dict:
     return {
         "id": spec.id,
         "aliases": list(spec.aliases),
-        "task": spec.task,  # embed, or rerank (a cross-encoder: dimension is its number of labels)
+        "task": spec.task,  # embed, rerank (a cross-encoder: dimension is its labels) or sparse (dimension: its vocabulary)
         "dimension": spec.dimension,
         "max_input_tokens": spec.max_seq_length,
         "matryoshka_dimensions": "any" if spec.matryoshka_dims is None else list(spec.matryoshka_dims),
@@ -92,12 +94,43 @@ class Frontend:
     # Records each outcome (serving.metrics.IngressMetrics in a replica; None in plain tests).
     metrics: object | None = None
     _ready_cache: dict = field(default_factory=dict)
+    # The sparse (SPLADE) models served (serving.sparse); None: none.
+    sparse: SparseService | None = None
+
+    async def embed_sparse(self, job: SparseJob, transport: str) -> SparseOutcome:
+        """Sparse vectors, for either transport: failures leave as core errors, outcomes counted."""
+        try:
+            if self.sparse is None:
+                raise InvalidInput("No sparse (SPLADE) model is served here (GET /v1/models lists each model's task); "
+                                   "dense vectors: POST /v1/embeddings.", param="model", code="wrong_model_task")
+            outcome = await self.sparse.embed(job)
+        except Exception as exc:
+            err = as_embed_error(exc)
+            if self.metrics is not None:
+                self.metrics.record("none", transport, status=err.code or "error")
+            raise err from None
+        if self.metrics is not None:
+            self.metrics.record(outcome.model_id, transport, outcome, "ok", len(job.texts))
+        return outcome
+
+    def refuse_sparse_model(self, model: str) -> None:
+        """A sparse model named on a dense route: a 400 that says where to go."""
+        if self.sparse is not None and model:
+            try:
+                key = resolve_model(model).key
+            except ModelNotFound:
+                return
+            if key in self.sparse.models:
+                raise InvalidInput(f"The model '{self.sparse.models[key].spec.id}' is a sparse (SPLADE) model: ask it "
+                                   "for sparse vectors (POST /embed_sparse or /v1/embeddings/sparse, gRPC "
+                                   "SparseService.EmbedSparse).", param="model", code="wrong_model_task")
 
     async def embed(self, job: EmbedJob, transport: str) -> EmbedOutcome:
         """The pipeline, for either transport: any failure leaves as a core error (Ray's
         included), and every outcome is counted. Labels stay bounded: the served model's id on
         success ("none" with the error code on failure), never the caller's model string."""
         try:
+            self.refuse_sparse_model(job.model)
             outcome = await self.pipeline.embed(job)
         except Exception as exc:
             err = as_embed_error(exc)
@@ -128,6 +161,7 @@ class Frontend:
         out = []
         for key, rt in self.pipeline.runtimes.items():
             out.append(describe_model(rt, await self.engine(key) if self.engine else None))
+        out.extend(describe_sparse(local) for local in (self.sparse.models.values() if self.sparse else ()))
         return out
 
     async def readiness(self) -> dict[str, bool]:
@@ -142,6 +176,8 @@ class Frontend:
                 state[rt.spec.id] = bool(self.probe and await asyncio.wait_for(self.probe(key), 10))
             except Exception:  # a probe that fails says "not ready", never raises
                 state[rt.spec.id] = False
+        for local in (self.sparse.models.values() if self.sparse else ()):
+            state[local.spec.id] = True  # loaded in this replica (its session opened at start)
         self._ready_cache = {"at": now, "state": state}
         return state
 

@@ -19,6 +19,7 @@ from serving.frontend import Frontend
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.pipeline import EmbedJob, EmbedOutcome
 from serving.reranking import RerankJob
+from serving.sparse import SparseJob, SparseOutcome
 
 FORMATS = {
     pb.ENCODING_FORMAT_UNSPECIFIED: EncodingFormat.FLOAT,
@@ -59,6 +60,10 @@ def add_embedding_service(servicer, server) -> None:
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("embedserve.v1.EmbeddingService", handlers),))
     server.add_registered_method_handlers("embedserve.v1.EmbeddingService", handlers)
+    sparse = {"EmbedSparse": grpc.unary_unary_rpc_method_handler(
+        servicer.EmbedSparse, request_deserializer=None, response_serializer=pb.EmbedSparseResponse.SerializeToString)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("embedserve.v1.SparseService", sparse),))
+    server.add_registered_method_handlers("embedserve.v1.SparseService", sparse)
 
 
 def parse(fe: Frontend, request, message=pb.EmbedRequest):
@@ -158,6 +163,33 @@ async def embed_stream(fe: Frontend, request: pb.EmbedRequest, context) -> Async
         # A stream that just ends is an OK status to the caller, whatever the context says:
         # raise, so Ray's proxy sends the code set above (it wraps it in gRPCStatusError).
         raise err from None
+
+
+def sparse_job_from_proto(req: pb.EmbedSparseRequest) -> SparseJob:
+    truncate = TRUNCATE.get(req.truncate)
+    if truncate is None:
+        raise InvalidOption(f"unknown truncate {req.truncate}.", param="truncate")
+    return SparseJob(req.model, list(req.texts), truncate, req.input_type if req.HasField("input_type") else None,
+                     req.top_k if req.HasField("top_k") else None, req.return_tokens)
+
+
+def sparse_to_proto(outcome: SparseOutcome) -> pb.EmbedSparseResponse:
+    data = [pb.SparseEmbedding(index=i, indices=v.indices.tolist(), values=v.values.tolist(),
+                               tokens=outcome.tokens[i] if outcome.tokens else ()) for i, v in enumerate(outcome.vectors)]
+    usage = pb.Usage(prompt_tokens=outcome.prompt_tokens, total_tokens=outcome.prompt_tokens)
+    return pb.EmbedSparseResponse(data=data, model=outcome.model_id, usage=usage)
+
+
+async def embed_sparse(fe: Frontend, request: pb.EmbedSparseRequest, context) -> pb.EmbedSparseResponse:
+    """embedserve.v1.SparseService/EmbedSparse: the same job, validation and errors as HTTP."""
+    try:
+        fe.authenticate(_metadata(context).get("authorization"))
+        outcome = await fe.embed_sparse(sparse_job_from_proto(parse(fe, request, pb.EmbedSparseRequest)), "grpc")
+    except Exception as exc:
+        fail(context, as_embed_error(exc))
+        return pb.EmbedSparseResponse()
+    context.set_trailing_metadata(timing_metadata(outcome))
+    return sparse_to_proto(outcome)
 
 
 def _fidelity(fid: dict | None) -> pb.Fidelity | None:

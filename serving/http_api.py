@@ -21,6 +21,7 @@ from serving.frontend import Frontend
 from serving.http_io import error_responses, openapi_body, parse_body, read_json, timing_headers
 from serving.pipeline import EmbedJob, EmbedOutcome
 from serving.rerank_api import add_rerank_routes
+from serving.sparse_http import add_sparse_routes
 from serving.protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -145,6 +146,7 @@ def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
 
     add_cohere_routes(app, frontend)
     add_rerank_routes(app, frontend)
+    add_sparse_routes(app, frontend)
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List served models")
     async def models(request: Request):

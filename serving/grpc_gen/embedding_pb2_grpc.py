@@ -228,3 +228,84 @@ class EmbeddingService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class SparseServiceStub:
+    """---- Sparse (SPLADE) embeddings --------------------------------------------------------------
+    A weight per vocabulary token, from a sparse model (a sentence-transformers SparseEncoder or a
+    masked-LM folder): the same vectors as POST /embed_sparse and /v1/embeddings/sparse.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.EmbedSparse = channel.unary_unary(
+                '/embedserve.v1.SparseService/EmbedSparse',
+                request_serializer=serving_dot_grpc__gen_dot_embedding__pb2.EmbedSparseRequest.SerializeToString,
+                response_deserializer=serving_dot_grpc__gen_dot_embedding__pb2.EmbedSparseResponse.FromString,
+                _registered_method=True)
+
+
+class SparseServiceServicer:
+    """---- Sparse (SPLADE) embeddings --------------------------------------------------------------
+    A weight per vocabulary token, from a sparse model (a sentence-transformers SparseEncoder or a
+    masked-LM folder): the same vectors as POST /embed_sparse and /v1/embeddings/sparse.
+    """
+
+    def EmbedSparse(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SparseServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'EmbedSparse': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedSparse,
+                    request_deserializer=serving_dot_grpc__gen_dot_embedding__pb2.EmbedSparseRequest.FromString,
+                    response_serializer=serving_dot_grpc__gen_dot_embedding__pb2.EmbedSparseResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'embedserve.v1.SparseService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('embedserve.v1.SparseService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SparseService:
+    """---- Sparse (SPLADE) embeddings --------------------------------------------------------------
+    A weight per vocabulary token, from a sparse model (a sentence-transformers SparseEncoder or a
+    masked-LM folder): the same vectors as POST /embed_sparse and /v1/embeddings/sparse.
+    """
+
+    @staticmethod
+    def EmbedSparse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedserve.v1.SparseService/EmbedSparse',
+            serving_dot_grpc__gen_dot_embedding__pb2.EmbedSparseRequest.SerializeToString,
+            serving_dot_grpc__gen_dot_embedding__pb2.EmbedSparseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
