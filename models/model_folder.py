@@ -227,6 +227,9 @@ def _cross_encoder_spec(root: Path, name: str, config: dict, arch: str) -> Model
         extra={"activation": act, "labels": [str(v) for _, v in sorted((config.get("id2label") or {}).items(),
                                                                         key=lambda kv: int(kv[0]))],
                "lower_case": tok["do_lower_case"], "source": str(root), "padding_side": tok["padding_side"]},
+    )
+
+
 def _is_sparse(root: Path, config: dict) -> bool:
     """A SparseEncoder folder (MLMTransformer, or a Transformer whose task is fill-mask, then
     SpladePooling), or a plain folder of a *ForMaskedLM model (no modules.json): served as sparse
@@ -266,7 +269,8 @@ def _sparse_spec(root: Path, name: str, config: dict, arch: str) -> ModelSpec:
         id=name, aliases=(name,), revision=f"folder:{weights_digest(root)}",
         dimension=int(config["vocab_size"]), max_seq_length=int(min(limit, positions) if positions > 0 else limit),
         pooling="max", normalize=False, weights=FolderWeights(str(root)),
-        prompts={str(k): str(v) for k, v in (st_meta.get("prompts") or {}).items() if v},
+        prompts=with_default({str(k): str(v) for k, v in (st_meta.get("prompts") or {}).items() if v},
+                             st_meta.get("default_prompt_name")),
         pad_token_id=int(tok["pad_token_id"] if tok["pad_token_id"] is not None else config.get("pad_token_id") or 0),
         architecture=arch, similarity="dot", default_prompt_name=st_meta.get("default_prompt_name"), user=True,
         task="sparse",

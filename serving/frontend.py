@@ -14,6 +14,7 @@ from serving.errors import as_embed_error
 from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
 from serving.reranking import RerankJob, RerankOutcome, rerank
 from serving.sparse import SparseJob, SparseOutcome, SparseService, describe_sparse
+from serving.tasks import require_task
 
 INT8_RULE = "q = clip(round(x * 127 / scale), -127, 127) on the unit vector of the requested dimensions; x ~= q * scale / 127; uint8 = q + 128"
 
@@ -121,9 +122,7 @@ class Frontend:
             except ModelNotFound:
                 return
             if key in self.sparse.models:
-                raise InvalidInput(f"The model '{self.sparse.models[key].spec.id}' is a sparse (SPLADE) model: ask it "
-                                   "for sparse vectors (POST /embed_sparse or /v1/embeddings/sparse, gRPC "
-                                   "SparseService.EmbedSparse).", param="model", code="wrong_model_task")
+                require_task(self.sparse.models[key].spec, "embed")
 
     async def embed(self, job: EmbedJob, transport: str) -> EmbedOutcome:
         """The pipeline, for either transport: any failure leaves as a core error (Ray's

@@ -23,9 +23,7 @@ from models.prompts import accepted_input_types, prompt_table, resolve_prompt
 from models.sparse import SPARSE_VARIANTS, SparseModel, SparseVector, check_top_k, sparsify
 from models.specs import ModelSpec, resolve_model
 from models.tokenizer import Truncate
-
-
-WHAT = {"embed": "a dense embedding model", "rerank": "a rerank model (a cross-encoder)"}
+from serving.tasks import require_task
 
 
 @dataclass(frozen=True)
@@ -102,10 +100,7 @@ class SparseService:
             return self.models[key]
         served = ", ".join(m.spec.id for m in self.models.values()) or "none"
         if key in self.dense:
-            spec = self.dense[key]
-            what = WHAT.get(spec.task, f"a {spec.task} model")
-            raise InvalidInput(f"The model '{spec.id}' is {what}: sparse embeddings need a sparse (SPLADE) model. "
-                               f"Sparse models served here: {served}.", param="model", code="wrong_model_task")
+            require_task(self.dense[key], "sparse")
         raise ModelNotFound(f"The model '{name[:100]}' is not served here. Sparse models served here: {served}.",
                             param="model")
 
