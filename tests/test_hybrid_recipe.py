@@ -65,27 +65,48 @@ def test_the_recipe_indexes_every_document_with_both_vectors(ns):
 
 RARE = "Error E4711 on the Zorblax router means its firmware must be reflashed."
 CATS = "Cats sleep for most of the day, often twelve to sixteen hours."
+DOGS = "Dogs bark at strangers to warn their owners."
 
 
 def test_the_readmes_own_query_finds_the_rare_term_by_sparse_search(ns):
     docs = ns["documents"]
-    sparse_top = ns["sparse_hits"][0].id
-    assert docs[sparse_top] == RARE, [docs[p.id] for p in ns["sparse_hits"]]
+    assert docs[ns["sparse_hits"][0].id] == RARE, [docs[p.id] for p in ns["sparse_hits"]]
     assert RARE in texts(ns["fused"])
 
 
 @pytest.mark.parametrize("query, expected, by", [
-    ("Zorblax E4711", RARE, "sparse_hits"),              # rare made-up terms: only the sparse vectors know them
-    ("how long do felines nap each day", CATS, "dense_hits"),  # a paraphrase: no word in common but "day"
+    # a made-up code, and beside its document a near twin with another code: the sparse weights tell them apart
+    ("what is E4711", RARE, "sparse_hits"),
+    # a paraphrase, no word in common but "day": the dense vectors find it
+    ("how long do felines nap each day", CATS, "dense_hits"),
 ])
 def test_each_search_finds_its_document_and_the_fused_list_holds_both(ns, query, expected, by):
     docs = ns["documents"]
-    dense_hits, sparse_hits, fused, reranked = ns["hybrid_search"](query)
+    dense_hits, sparse_hits, fused, _ = ns["hybrid_search"](query)
     found = {"dense_hits": dense_hits, "sparse_hits": sparse_hits}[by]
     assert docs[found[0].id] == expected, [docs[p.id] for p in found]
     fused_ids = [p.id for p in fused]
     assert dense_hits[0].id in fused_ids and sparse_hits[0].id in fused_ids
     assert set(fused_ids) == {p.id for p in dense_hits} | {p.id for p in sparse_hits}
+
+
+def rrf(*hit_lists, k: int = 2) -> dict:
+    """Reciprocal rank fusion as the README states it: the sum of 1 / (rank + k - 1), rank 1 first."""
+    scores: dict = {}
+    for hits in hit_lists:
+        for rank, p in enumerate(hits, start=1):
+            scores[p.id] = scores.get(p.id, 0.0) + 1 / (rank + k - 1)
+    return scores
+
+
+def test_when_the_two_searches_disagree_the_fusion_keeps_both_tops_by_rrf(ns):
+    docs = ns["documents"]
+    dense_hits, sparse_hits, fused, _ = ns["hybrid_search"]("which pets doze most of the afternoon")
+    # The dense vectors read "pets doze" as the cats sleeping; the sparse weights favour the dogs.
+    assert docs[dense_hits[0].id] == CATS and docs[sparse_hits[0].id] == DOGS
+    assert {docs[p.id] for p in fused[:2]} == {CATS, DOGS}
+    want = rrf(dense_hits, sparse_hits)
+    assert {p.id: round(p.score, 9) for p in fused} == {i: round(s, 9) for i, s in want.items()}
     assert [p.score for p in fused] == sorted((p.score for p in fused), reverse=True)
 
 
@@ -104,3 +125,24 @@ def test_the_rerank_answer_is_ordered_by_its_scores_and_points_into_the_fused_li
     by_text = {r["document"]["text"]: r["relevance_score"] for r in body["results"]}
     for r in reranked.results:
         assert abs(by_text[fused[r.index].payload["text"]] - r.relevance_score) <= 1e-6
+
+
+def langchain_rerank_snippet() -> str:
+    section = (ROOT / "README.md").read_text().split("### Frameworks: LangChain, LlamaIndex, Haystack", 1)[1]
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", section.split("\n### ", 1)[0], re.S)
+               if "CohereRerank" in c]
+    return code
+
+
+def test_the_readmes_langchain_rerank_snippet_gets_the_services_ranking(hybrid_service):
+    """langchain-cohere's CohereRerank (the real package) with the base URL: the service's scores and order."""
+    code = langchain_rerank_snippet().replace("http://localhost:8000", hybrid_service.http_url)
+    namespace: dict = {}
+    exec(compile(code.replace('"my-reranker"', f'"{RERANKER}"'), "README.md", "exec"), namespace)
+    docs, best = [d.page_content for d in namespace["docs"]], namespace["best"]
+    status, _, body = hybrid_service.post("/v2/rerank", {"model": RERANKER, "query": "how do cats sleep",
+                                                        "documents": docs, "top_n": 2})
+    assert status == 200, body
+    assert [d.page_content for d in best] == [docs[r["index"]] for r in body["results"]]
+    assert [d.metadata["relevance_score"] for d in best] == pytest.approx(
+        [r["relevance_score"] for r in body["results"]], abs=1e-6)
