@@ -150,3 +150,31 @@ def test_with_redis_stopped_the_request_still_succeeds(model, redis_server):  # 
             await cache.close()
 
     asyncio.run(go())
+
+
+class AnotherVersion(CountingEncoder):
+    """Mid-rollout: the calls numbered in `old` are answered by a replica of another model version."""
+
+    def __init__(self, encoder: Encoder, old: set[int]):
+        super().__init__(encoder)
+        self.old, self.calls = old, 0
+
+    async def __call__(self, key: str, seqs: list[np.ndarray]) -> Encoded:
+        answer = await super().__call__(key, seqs)
+        self.calls += 1
+        return answer._replace(revision="the-version-being-replaced") if self.calls in self.old else answer
+
+
+@pytest.mark.parametrize("old_calls,stored", [({1}, True), ({1, 2, 3}, False)])
+def test_pairs_answered_by_two_model_versions_are_scored_again_in_one_call(model, old_calls, stored):
+    spec, rt, encoder, _ = model
+    cache = MemoryCache(1 << 24)
+    warm, _ = pipeline(model, cache)
+    run(warm, docs=DOCS[:1])  # one hit of this version
+    mixed = AnotherVersion(encoder, old_calls)
+    out = run(Pipeline({spec.key: rt}, mixed, cache, max_inputs=16, chunk_size=2))
+    # the three misses in two chunks (the first from the other version), then all four pairs in one call
+    assert (mixed.calls, mixed.sequences, out.cache_hits) == (3, 3 + len(DOCS), 0)
+    # stored only when that one call's version is the one the keys name
+    assert cache.stats()["writes"] == 1 + (len(DOCS) if stored else 0)
+    assert out.scores.tobytes() == run(warm).scores.tobytes()  # (the same weights here: the same scores)
