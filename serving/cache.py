@@ -66,6 +66,13 @@ class KeySpace:
             payload = b"ids:" + np.asarray(text, dtype="<i4").tobytes()
         return self._prefix + hashlib.sha256(payload).hexdigest()
 
+    def pair_key(self, query: str, document: str) -> str:
+        """Cache key of one (query, document) pair (a cross-encoder's input); the query's
+        length leads, so no two pairs (nor a pair and a text) share a payload."""
+        q = query.encode("utf-8", "surrogatepass")
+        payload = b"pair:" + len(q).to_bytes(8, "little") + q + document.encode("utf-8", "surrogatepass")
+        return self._prefix + hashlib.sha256(payload).hexdigest()
+
 
 def encode_vector(vec: np.ndarray) -> bytes:
     """Stored value: the vector as little-endian float32 bytes."""

@@ -7,6 +7,8 @@ after."""
 
 from __future__ import annotations
 
+import uuid
+
 import cohere
 import numpy as np
 import pytest
@@ -64,6 +66,20 @@ def test_top_n_and_return_documents(rerank_service):
     assert all(r["document"]["text"] == DOCS[r["index"]] for r in body["results"])
     _, _, whole = rerank_service.post("/v2/rerank", {"model": "tiny-rerank", "query": QUERY, "documents": DOCS}, AUTH)
     assert body["results"] == [{**r, "document": {"text": DOCS[r["index"]]}} for r in whole["results"][:2]]
+
+
+def test_a_repeated_rerank_is_answered_from_the_cache(rerank_service):
+    docs = [f"{d} ({uuid.uuid4().hex[:8]})" for d in DOCS]  # pairs no other test has scored
+    req = {"model": "tiny-rerank", "query": QUERY, "documents": docs}
+    _, first_headers, first = rerank_service.post("/v2/rerank", req, AUTH)
+    status, headers, again = rerank_service.post("/v2/rerank", req, AUTH)
+    assert status == 200, again
+    first_headers, headers = ({k.lower(): v for k, v in h.items()} for h in (first_headers, headers))
+    assert (first_headers["x-cache-hits"], headers["x-cache-hits"]) == ("0", str(len(docs)))
+    assert again["results"] == first["results"]  # the same floats, bit for bit
+    assert again["meta"]["billed_units"] == first["meta"]["billed_units"]
+    _, cut_headers, _ = rerank_service.post("/v2/rerank", {**req, "max_tokens_per_doc": 4}, AUTH)
+    assert {k.lower(): v for k, v in cut_headers.items()}["x-cache-hits"] == "0", "max_tokens_per_doc changes the score: its own entries"
 
 
 def test_max_tokens_per_doc_cuts_the_documents(rerank_service, cross_encoders):
@@ -202,7 +218,9 @@ def test_grpc_rerank_gives_the_http_answer(grpc_stub, rerank_service, cross_enco
     assert resp.model == "tiny-rerank" and resp.usage.prompt_tokens > 0
     assert [r.index for r in resp.results] == list(np.argsort(-ref, kind="stable")[:3])
     assert all(abs(r.relevance_score - ref[r.index]) <= 1e-4 and r.document == DOCS[r.index] for r in resp.results)
-    assert float(dict(call.trailing_metadata())["x-inference-time"]) > 0
+    trailer = dict(call.trailing_metadata())
+    # the HTTP tests scored these pairs already: the same cache answers gRPC, and says so
+    assert trailer["x-cache-hits"] == str(len(DOCS)) and float(trailer["x-total-time"]) > 0
     three = stub.Rerank(pb.RerankRequest(model="tiny-rerank-3", query=QUERY, documents=DOCS), metadata=md)
     assert all(len(r.scores) == 3 and not r.HasField("document") for r in three.results)
 

@@ -4,6 +4,7 @@
             OpenAI Batch API input file (lines of {"custom_id", "method", "url", "body"})
     OUTPUT  a folder:
               vectors/part-NNNNN.parquet   id, embedding, tokens            (text inputs)
+                                           id, indices, values, tokens      (a sparse model's)
               output.jsonl                 the OpenAI batch output file     (OpenAI batch inputs)
               errors.jsonl                 every record that gave no vector, and why
               summary.json                 rows in, vectors out, errors, tokens, texts/s, wall time
@@ -50,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-type", default=None,
                    help="the model's prompt for this input type (search_query, search_document, classification, "
                         "clustering, or the model's own names), as on the APIs [none: the plain text]")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="a sparse (SPLADE) model: keep each text's k largest weights [all non-zero ones]")
     p.add_argument("--input-format", default="auto", choices=["auto", *FORMATS],
                    help="auto: from the file names (a JSONL file whose records have custom_id is an OpenAI batch file)")
     p.add_argument("--shard-rows", type=int, default=None,
@@ -75,7 +78,7 @@ def command(args: argparse.Namespace) -> int:
         input=args.input, output=Path(args.output), model=s.models[0],
         text_column=args.text_column, id_column=args.id_column, dimensions=args.dimensions,
         encoding_format=args.encoding_format, truncate=args.truncate, input_type=args.input_type,
-        input_format=args.input_format,
+        top_k=args.top_k, input_format=args.input_format,
         shard_rows=args.shard_rows, workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
     )
     try:

@@ -50,6 +50,24 @@ def vectors_table(ids: list, vectors: np.ndarray, tokens: list[int], width: int)
     })
 
 
+def sparse_table(ids: list, vectors: list, tokens: list[int]):
+    """The Parquet rows of one shard of a sparse model: id, indices (list<uint32>, ascending),
+    values (list<float32>, beside them) and the text's token count."""
+    import pyarrow as pa
+
+    offsets = np.zeros(len(vectors) + 1, dtype=np.int32)
+    np.cumsum([len(v.indices) for v in vectors], out=offsets[1:])
+    flat_idx = np.concatenate([v.indices for v in vectors]) if vectors else np.empty(0)
+    flat_val = np.concatenate([v.values for v in vectors]) if vectors else np.empty(0)
+    off = pa.array(offsets, type=pa.int32())
+    return pa.table({
+        "id": pa.array(ids),
+        "indices": pa.ListArray.from_arrays(off, pa.array(flat_idx.astype(np.uint32), type=pa.uint32())),
+        "values": pa.ListArray.from_arrays(off, pa.array(flat_val.astype(np.float32), type=pa.float32())),
+        "tokens": pa.array(tokens, type=pa.int32()),
+    })
+
+
 def parquet_bytes(table) -> bytes:
     import pyarrow.parquet as pq
 

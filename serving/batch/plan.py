@@ -17,7 +17,9 @@ from serving.batch import outputs
 from serving.batch.engine import export_identity, output_options, run_plan
 from serving.batch.inputs import Columns, InputError, Shard, detect_format, find_inputs
 from serving.batch.inputs import plan as plan_shards
+from serving.batch.sparse_job import sparse_options
 from serving.settings import Settings
+from serving.tasks import ROUTES, WHAT
 
 JOB_VERSION = 2
 # Records a shard when --shard-rows is not given: about 1/64 of the input, a multiple of the
@@ -49,6 +51,7 @@ class BatchOptions:
     encoding_format: str = "float"
     truncate: str = "end"
     input_type: str | None = None  # picks the model's prompt, as on the APIs
+    top_k: int | None = None  # a sparse model: keep each text's k largest weights
     input_format: str = "auto"
     shard_rows: int | None = None
     workers: int | None = None  # None: as many as the cluster's free CPUs (or GPUs) allow
@@ -110,7 +113,7 @@ class Job:
     export: str  # export_identity() of the model's artifacts
     columns: Columns
     shards: tuple[Shard, ...]
-    options: dict  # dimensions, encoding_format, truncate (text inputs)
+    options: dict  # dimensions, encoding_format, truncate (text inputs); truncate, top_k (a sparse model's)
     settings: dict
 
     def wire(self) -> dict:
@@ -130,8 +133,20 @@ def prepare(opts: BatchOptions, s: Settings) -> Job:
     fmt = detect_format(files, opts.input_format)
     kind = "openai" if fmt == "openai" else "texts"
     spec = resolve_model(opts.model)
+    if spec.task == "rerank" or (spec.task == "sparse" and kind == "openai"):
+        raise InputError(
+            f"{spec.id} is {WHAT.get(spec.task, spec.task)}: the bulk job embeds texts with a dense or sparse model"
+            + (" (an OpenAI batch file: a dense one)" if kind == "openai" else "")
+            + f"; serve it and use {ROUTES.get(spec.task, 'its own routes')}")
+    if opts.top_k is not None and spec.task != "sparse":
+        raise InputError(f"--top-k is for sparse models; {spec.id} gives dense vectors")
     export = export_identity(ModelArtifacts.load(s.artifact_dir, spec))
-    if kind == "texts":
+    if kind == "texts" and spec.task == "sparse":
+        options = sparse_options(spec, opts.dimensions, opts.encoding_format, opts.truncate, opts.input_type,
+                                 opts.top_k)
+        artifacts = ModelArtifacts.load(s.artifact_dir, spec)
+        resolve_prompt(prompt_table(spec.prompts, artifacts.prompts, s.prompts_for(spec)), opts.input_type)
+    elif kind == "texts":
         options = {"dimensions": opts.dimensions, "encoding_format": opts.encoding_format, "truncate": opts.truncate,
                    "input_type": opts.input_type}
         output_options(spec, options)  # refuse bad options before any work

@@ -13,7 +13,7 @@ import orjson
 
 from models.errors import InputTooLong
 from models.postprocess import postprocess
-from models.prompts import resolve_prompt
+from models.prompts import prompt_table, resolve_prompt
 from models.specs import resolve_model
 from models.tokenizer import Truncate
 from serving.batch import openai_file, outputs
@@ -22,6 +22,7 @@ from serving.batch.engine import (
 )
 from serving.batch.inputs import Columns, Shard
 from serving.batch.plan import Layout
+from serving.batch.sparse_job import build_sparse_model, encode_sparse_sorted, engine_record
 from serving.batch.records import Problem, read_lines, read_records, record_location
 from serving.pipeline import EmbedJob, pool_units
 from serving.settings import Settings
@@ -39,7 +40,8 @@ class ShardWorker:
         self.layout = Layout(Path(job["output"]))
         s = Settings(**job["settings"])
         self.spec = resolve_model(job["model"])
-        self.encoder = build_encoder(self.spec, s)
+        self.sparse = self.spec.task == "sparse"
+        self.encoder = build_sparse_model(self.spec, s) if self.sparse else build_encoder(self.spec, s)
         here = export_identity(self.encoder.artifacts)
         if here != job["export"]:
             raise RuntimeError(
@@ -48,21 +50,30 @@ class ShardWorker:
             )
         c = job["columns"]
         self.columns = Columns(c["text"], c["id"], tuple(c["csv_header"]) if c["csv_header"] else None)
-        self.runtime = runtime_for(self.spec, s, self.encoder.variant)
-        if job["kind"] == "texts":
-            self.options, self.width = output_options(self.spec, job["options"])
+        if self.sparse:  # its own tokenizer; prompts as the service's LocalSparse has them (text inputs only)
             self.truncate = Truncate.parse(job["options"]["truncate"])
-            self.prompt = resolve_prompt(self.runtime.prompts, job["options"].get("input_type"))
+            table = prompt_table(self.spec.prompts, self.encoder.artifacts.prompts, s.prompts_for(self.spec))
+            self.prompt = resolve_prompt(table, job["options"].get("input_type"))
+            self.top_k = job["options"].get("top_k")
         else:
-            self.requests = openai_file.RequestChecker(self.runtime, s.max_inputs, s.max_payload_bytes,
-                                                        s.accept_token_ids)
+            self.runtime = runtime_for(self.spec, s, self.encoder.variant)
+            if job["kind"] == "texts":
+                self.options, self.width = output_options(self.spec, job["options"])
+                self.truncate = Truncate.parse(job["options"]["truncate"])
+                self.prompt = resolve_prompt(self.runtime.prompts, job["options"].get("input_type"))
+            else:
+                self.requests = openai_file.RequestChecker(self.runtime, s.max_inputs, s.max_payload_bytes,
+                                                            s.accept_token_ids)
         self.progress = progress
         self.node_id = ray.get_runtime_context().get_node_id()
-        session = self.encoder.session.describe()
         # What the bytes depend on besides the rows and the job's plan (_job.json).
-        self.engine = {"variant": self.encoder.variant, "sha256": self.encoder.checksum,
-                       **{k: session.get(k) for k in ("backend", "version", "precision", "threads")},
-                       "cpu_features": list(self.encoder.cpu.features)}
+        if self.sparse:
+            self.engine = engine_record(self.encoder)
+        else:
+            session = self.encoder.session.describe()
+            self.engine = {"variant": self.encoder.variant, "sha256": self.encoder.checksum,
+                           **{k: session.get(k) for k in ("backend", "version", "precision", "threads")},
+                           "cpu_features": list(self.encoder.cpu.features)}
 
     def __call__(self, batch: dict) -> dict:
         manifests = []
@@ -104,10 +115,14 @@ class ShardWorker:
                 units.append(unit)
         self.tick(len(problems))
         seqs = [s for unit in units for s in unit]  # a long text's windows ride as ordinary sequences
-        pooled = pool_units(encode_sorted(self.encoder, seqs, self.tick), units)
-        vectors = postprocess(pooled, self.spec, self.options, self.encoder.artifacts.int8_scales)
         tokens = [sum(len(s) for s in unit) for unit in units]
-        table = outputs.vectors_table([recs.ids[i] for i in kept], vectors, tokens, self.width)
+        if self.sparse:  # one sequence a text (no windows)
+            vectors = encode_sparse_sorted(self.encoder, seqs, self.top_k, self.tick)
+            table = outputs.sparse_table([recs.ids[i] for i in kept], vectors, tokens)
+        else:
+            pooled = pool_units(encode_sorted(self.encoder, seqs, self.tick), units)
+            vectors = postprocess(pooled, self.spec, self.options, self.encoder.artifacts.int8_scales)
+            table = outputs.vectors_table([recs.ids[i] for i in kept], vectors, tokens, self.width)
         errors = [{**record_location(shard, i), "id": recs.ids[i], "code": p.code, "message": p.message}
                   for i, p in sorted(problems.items())]
         lay = self.layout
@@ -125,14 +140,19 @@ class ShardWorker:
         for i in range(0, len(texts), TOKENIZE_CHUNK):
             chunk = texts[i : i + TOKENIZE_CHUNK]
             try:
-                out.extend(self.runtime.units(chunk, self.truncate, self.prompt))
+                out.extend(self.units(chunk))
             except InputTooLong:
                 for text in chunk:
                     try:
-                        out.extend(self.runtime.units([text], self.truncate, self.prompt))
+                        out.extend(self.units([text]))
                     except InputTooLong as exc:
                         out.append(Problem(InputTooLong.code, too_long_message(exc, self.spec, self.truncate)))
         return out
+
+    def units(self, texts: list[str]) -> list[list[np.ndarray]]:
+        if self.sparse:
+            return [[s] for s in self.encoder.tokenize(texts, self.truncate, self.prompt)]
+        return self.runtime.units(texts, self.truncate, self.prompt)
 
     # -- OpenAI batch input file -> OpenAI batch output file --
 
