@@ -177,22 +177,23 @@ def render(meta: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put the section into the file, in place of an older one, or at its end."""
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put the section (between `begin` and `end`) into the file, in place of an older one, or at its end."""
     text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section
     path.write_text(text)
 
 
-def kept_section(path: Path) -> str:
-    """The scale-out section of an existing BENCHMARKS.md (for `make bench`, which rewrites the rest)."""
+def kept_section(path: Path, begin: str = BEGIN, end: str = END) -> str:
+    """The scale-out section (or another between `begin` and `end`) of an existing BENCHMARKS.md
+    (for `make bench`, which rewrites the rest)."""
     text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        return BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
+    if begin in text and end in text:
+        return begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
     return ""
 
 
