@@ -95,14 +95,12 @@ def _engine_runs(run_all, items: int, tokens: int, runs: int) -> list[dict]:
     return out
 
 
-def measure_raw(a, models: TaskModels, data: dict, settings) -> tuple[dict, dict]:
-    """Both engines in this process, as the service builds them (serving.app), on every input at once."""
+def raw_rerank(a, models: TaskModels, data: dict, settings) -> tuple[dict, dict]:
+    """The cross-encoder as the service builds it (serving.app's LocalEncoder), on every pair at once."""
     from models.artifacts import ModelArtifacts
     from models.encoder import Encoder
     from models.rerank import Reranker, activate
-    from models.sparse import SPARSE_VARIANTS, SparseModel
 
-    rows, engines = {}, {}
     spec = models.spec(models.rerank)
     reranker = Reranker(Encoder(spec, ModelArtifacts.load(models.artifact_dir, spec), **settings.encoder_options()))
     t0 = time.perf_counter()
@@ -113,26 +111,33 @@ def measure_raw(a, models: TaskModels, data: dict, settings) -> tuple[dict, dict
     data["rerank_tokens"] = [p.tokens for p in pairs]
     log(f"rerank raw: {len(seqs)} pairs, {tokens} tokens, variant {reranker.encoder.variant}")
     runs = _engine_runs(lambda: activate(spec, reranker.encoder.encode_ids(seqs)), len(seqs), tokens, a.runs)
-    rows["rerank_raw"] = {"runs": runs, "tokenize_s": tokenize_s}
-    engines["rerank"] = reranker.encoder.describe()
-    del reranker, seqs
+    return {"runs": runs, "tokenize_s": tokenize_s}, reranker.encoder.describe()
+
+
+def raw_sparse(a, models: TaskModels, data: dict, settings) -> tuple[dict, dict]:
+    """The SPLADE model as the service builds it (serving.app's LocalSparse), on every text at once."""
+    from models.artifacts import ModelArtifacts
+    from models.sparse import SPARSE_VARIANTS, SparseModel
 
     spec = models.spec(models.sparse)
     sparse = SparseModel(spec, ModelArtifacts.load(models.artifact_dir, spec),
                          variant=a.variant if a.variant in SPARSE_VARIANTS else "auto", providers=settings.providers,
                          intra_op_threads=settings.intra_op_threads, max_batch_size=settings.max_batch_size,
                          max_batch_tokens=settings.max_batch_tokens)
-    texts = data["corpus"].texts
     t0 = time.perf_counter()
-    seqs = sparse.tokenize(texts)
+    seqs = sparse.tokenize(data["corpus"].texts)
     tokenize_s = time.perf_counter() - t0
     tokens = sum(len(s) for s in seqs)
     data["sparse_tokens"] = [sum(len(s) for s in seqs[i: i + a.bulk_size]) for i in range(0, len(seqs), a.bulk_size)]
     log(f"sparse raw: {len(seqs)} texts, {tokens} tokens, variant {sparse.variant}")
     runs = _engine_runs(lambda: sparse.encode_ids(seqs), len(seqs), tokens, a.runs)
-    rows["sparse_raw"] = {"runs": runs, "tokenize_s": tokenize_s}
-    engines["sparse"] = sparse.describe()
-    del sparse, seqs
+    return {"runs": runs, "tokenize_s": tokenize_s}, sparse.describe()
+
+
+def measure_raw(a, models: TaskModels, data: dict, settings) -> tuple[dict, dict]:
+    rows, engines = {}, {}
+    rows["rerank_raw"], engines["rerank"] = raw_rerank(a, models, data, settings)
+    rows["sparse_raw"], engines["sparse"] = raw_sparse(a, models, data, settings)
     gc.collect()  # the raw sessions (and their threads) go before the service starts
     return rows, engines
 
