@@ -137,9 +137,19 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+def run_lines(meta: dict) -> list[str]:
+    """A section's date, command and machine lines (meta: date, command, machine, loadavg_end)."""
+    m = meta["machine"]
+    return [
+        f"- Date: {meta['date']}; command: `{meta['command']}`",
+        f"- Machine: nproc {m['nproc']}, {m['cpu_model']}; load average at start {m['loadavg']}, at end {meta['loadavg_end']}"
+        + (" — the machine was busy with other work when the run began; figures are noisy."
+           if m["loadavg"][0] > m["nproc"] * 0.75 else ""),
+    ]
+
+
 def render(meta: dict, rows: list[dict]) -> str:
     f = lambda v, d=1: "-" if v is None else f"{v:,.{d}f}"  # noqa: E731
-    m = meta["machine"]
     lines = [
         BEGIN,
         "## Scale-out: one Ray worker node against two",
@@ -149,11 +159,7 @@ def render(meta: dict, rows: list[dict]) -> str:
     ]
     if meta["quick"]:
         lines += ["> **Quick mode (smoke test)**: few texts and one run; these figures only show that the tools work.", ""]
-    lines += [
-        f"- Date: {meta['date']}; command: `{meta['command']}`",
-        f"- Machine: nproc {m['nproc']}, {m['cpu_model']}; load average at start {m['loadavg']}, at end {meta['loadavg_end']}"
-        + (" — the machine was busy with other work when the run began; figures are noisy."
-           if m["loadavg"][0] > m["nproc"] * 0.75 else ""),
+    lines += run_lines(meta) + [
         f"- Cluster: a head with no CPUs and 1 or 2 worker nodes of 1 CPU each (`ray start --num-cpus 1`), one machine; "
         f"the chart's application with `{' '.join('--set ' + s for s in meta['chart_sets'])}` (N: the worker nodes)",
         f"- Load: {meta['texts']} corpus texts ({meta['tokens']:,} tokens), {meta['bulk_size']} a request, "
