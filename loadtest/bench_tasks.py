@@ -63,6 +63,8 @@ def parse_args(argv):
                    help="the built cross-encoder and both exports (reused when complete)")
     p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     p.add_argument("--json", default=None, help="default: loadtest/results/bench-tasks-<time>.json")
+    p.add_argument("--no-progress", action="store_true",
+                   help="accepted as `make bench` takes it (BENCH_ARGS); this bench draws no progress bars")
     a = p.parse_args(argv)
     return settle_runs(p, a)
 
