@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 TEST_ARTIFACTS := $(CURDIR)/.artifacts
 TEST_MODELS := all-MiniLM-L6-v2 all-mpnet-base-v2
 
-.PHONY: help install serve test export bench bench-batch bench-quick bench-cluster cluster cluster-down profile soak redis-server tools proto openapi clean
+.PHONY: help install serve test export bench bench-batch bench-quick bench-cluster bench-tasks cluster cluster-down profile soak redis-server tools proto openapi clean
 
 help:
 	@echo "make serve   install, export the default model if missing, serve HTTP :8000 and gRPC :9000"
@@ -88,6 +88,12 @@ bench-batch: install export
 # section of BENCHMARKS.md.
 bench-cluster: install export tools
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.cluster_bench --helm $(HELM) $(BENCH_ARGS)
+
+# Rerank pairs/s and sparse texts/s of the service against the raw engine on the same inputs (a
+# 6-layer cross-encoder built here, SPLADE-tiny); its own section of BENCHMARKS.md (`make bench` runs it too).
+bench-tasks: install
+	$(PIP) install -q $(PIP_FLAGS) -e '.[export,test,bench]'
+	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.bench_tasks $(BENCH_ARGS)
 
 bench-quick: install export
 	EMBEDSERVE_ARTIFACT_DIR=$(TEST_ARTIFACTS) $(BIN)/python -m loadtest.bench --quick

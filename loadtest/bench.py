@@ -19,18 +19,22 @@ JSON file of everything under loadtest/results/.
 
     python -m loadtest.bench            # full: every corpus text, 3 runs
     python -m loadtest.bench --quick    # smoke test: a few texts, 1 run
+
+Then rerank and sparse against their raw engines (python -m loadtest.bench_tasks, its own process
+and Ray; --skip-tasks leaves it out and keeps the section of the last run).
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from loadtest import gemm_peak, sysinfo
+from loadtest import bench_tasks, gemm_peak, sysinfo
 from loadtest.bench_report import (
     LABELS,
     MPNET_TEXTS,
@@ -79,6 +83,8 @@ def parse_args(argv):
     p.add_argument("--skip-st", action="store_true", help="leave out sentence-transformers")
     p.add_argument("--skip-ingress", action="store_true",
                    help="leave out the ingress options side by side (python -m loadtest.ingress)")
+    p.add_argument("--skip-tasks", action="store_true",
+                   help="leave out rerank and sparse against their raw engines (python -m loadtest.bench_tasks)")
     p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     p.add_argument("--json", default=None, help="default: loadtest/results/bench-<time>.json")
     p.add_argument("--no-progress", action="store_true")
@@ -182,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         md += "\n" + "\n".join(gemm_peak.peak_section(raws, adir / resolve_model(a.model).key / "model.onnx",
                                                        corpus.tokens, gemm_peak.measure_peaks(s.intra_op_threads),
                                                        s.intra_op_threads)) + "\n"
-    kept = kept_section(Path(a.output))  # `make bench-cluster`'s section, measured apart
+    # `make bench-cluster`'s section, measured apart, and the rerank / sparse one (measured again below)
+    kept = kept_section(Path(a.output)) + kept_section(Path(a.output), bench_tasks.BEGIN, bench_tasks.END)
     Path(a.output).write_text(md + ("\n" + kept if kept else ""))
     out_json = a.json or ROOT / "loadtest" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     write_json({"meta": meta, "args": vars(a), "rows": rows, "summary": summary, "service_stats": service_stats,
@@ -193,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     print(md[start: md.index("\nNotes:")])
     for label, value, verdict in verdicts:
         print(f"{verdict:>5}  {label}: {'-' if value is None else f'{value:.2f}x'}")
+    if not a.skip_tasks:  # in a process of its own: it starts a Ray of its own
+        log("rerank and sparse against their raw engines (python -m loadtest.bench_tasks)")
+        tasks = subprocess.run([sys.executable, "-m", "loadtest.bench_tasks", "--runs", str(a.runs), "--variant",
+                                a.variant, "--providers", a.providers, "--output", a.output]
+                               + (["--quick"] if a.quick else []) + (["--texts", str(a.texts)] if a.texts else []),
+                               cwd=ROOT, check=False)
+        if tasks.returncode != 0:
+            log(f"rerank / sparse not measured (loadtest.bench_tasks exited {tasks.returncode})")
     print(f"\nwrote {a.output} and {out_json}")
     return 0
 

@@ -137,9 +137,19 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
+def run_lines(meta: dict) -> list[str]:
+    """A section's date, command and machine lines (meta: date, command, machine, loadavg_end)."""
+    m = meta["machine"]
+    return [
+        f"- Date: {meta['date']}; command: `{meta['command']}`",
+        f"- Machine: nproc {m['nproc']}, {m['cpu_model']}; load average at start {m['loadavg']}, at end {meta['loadavg_end']}"
+        + (" — the machine was busy with other work when the run began; figures are noisy."
+           if m["loadavg"][0] > m["nproc"] * 0.75 else ""),
+    ]
+
+
 def render(meta: dict, rows: list[dict]) -> str:
     f = lambda v, d=1: "-" if v is None else f"{v:,.{d}f}"  # noqa: E731
-    m = meta["machine"]
     lines = [
         BEGIN,
         "## Scale-out: one Ray worker node against two",
@@ -149,11 +159,7 @@ def render(meta: dict, rows: list[dict]) -> str:
     ]
     if meta["quick"]:
         lines += ["> **Quick mode (smoke test)**: few texts and one run; these figures only show that the tools work.", ""]
-    lines += [
-        f"- Date: {meta['date']}; command: `{meta['command']}`",
-        f"- Machine: nproc {m['nproc']}, {m['cpu_model']}; load average at start {m['loadavg']}, at end {meta['loadavg_end']}"
-        + (" — the machine was busy with other work when the run began; figures are noisy."
-           if m["loadavg"][0] > m["nproc"] * 0.75 else ""),
+    lines += run_lines(meta) + [
         f"- Cluster: a head with no CPUs and 1 or 2 worker nodes of 1 CPU each (`ray start --num-cpus 1`), one machine; "
         f"the chart's application with `{' '.join('--set ' + s for s in meta['chart_sets'])}` (N: the worker nodes)",
         f"- Load: {meta['texts']} corpus texts ({meta['tokens']:,} tokens), {meta['bulk_size']} a request, "
@@ -177,22 +183,23 @@ def render(meta: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put the section into the file, in place of an older one, or at its end."""
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put the section (between `begin` and `end`) into the file, in place of an older one, or at its end."""
     text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section
     path.write_text(text)
 
 
-def kept_section(path: Path) -> str:
-    """The scale-out section of an existing BENCHMARKS.md (for `make bench`, which rewrites the rest)."""
+def kept_section(path: Path, begin: str = BEGIN, end: str = END) -> str:
+    """The scale-out section (or another between `begin` and `end`) of an existing BENCHMARKS.md
+    (for `make bench`, which rewrites the rest)."""
     text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        return BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
+    if begin in text and end in text:
+        return begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
     return ""
 
 

@@ -15,7 +15,7 @@ def test_a_failed_raw_run_still_writes_the_report(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "run_child", no_child)
     monkeypatch.setattr(bench, "measure_service", lambda a, corpus, progress: ({"_stats": None}, {}))
     out, js = tmp_path / "BENCH.md", tmp_path / "bench.json"
-    assert bench.main(["--texts", "16", "--runs", "1", "--skip-st", "--skip-ingress", "--no-progress",
+    assert bench.main(["--texts", "16", "--runs", "1", "--skip-st", "--skip-ingress", "--skip-tasks", "--no-progress",
                        "--artifact-dir", str(artifact_dir()), "--output", str(out), "--json", str(js)]) == 0
     md = out.read_text()
     assert "raw engine (auto) >= 3x raw ONNX Runtime fp32 | -x | not measured" in md
