@@ -149,18 +149,8 @@ class Encoder:
         if not seqs:
             return out
         plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, cost or self.cost)
-        padded = [pad_batch([seqs[i] for i in batch], self.spec.pad_token_id) for batch in plan]
-        t0 = time.perf_counter()
-        pooled = self.session.run_reduced(padded, self._reduce)
-        for batch, vectors in zip(plan, pooled):
+        for batch, vectors in run_planned(self.session, seqs, plan, self.spec.pad_token_id, self._reduce, stats):
             out[batch] = vectors
-        if stats is not None:
-            stats.inference_s += time.perf_counter() - t0
-            stats.batches += len(plan)
-            for batch, (_, mask) in zip(plan, padded):
-                stats.tokens += int(mask.sum())
-                stats.padded_tokens += mask.size
-                stats.batch_sizes.append(len(batch))
         return out
 
     def _reduce(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -223,3 +213,20 @@ class Encoder:
             f"[{', '.join(self.cpu.features) or 'no reported features'}]; {self.choice.reason}; {fid_text}; "
             f"cost model {self.cost.overhead_tokens:g} tokens a run, attention {self.cost.attention_tokens:g}"
         )
+
+
+def run_planned(session, seqs: list[np.ndarray], plan: list[list[int]], pad_token_id: int, reduce,
+                stats: EncodeStats | None = None) -> list[tuple[list[int], np.ndarray]]:
+    """Each planned batch of `seqs` padded, run and reduced (`reduce(outputs, mask)`) by
+    `session`: (the batch's indices, its rows), in plan order; `stats` counts time and tokens."""
+    padded = [pad_batch([seqs[i] for i in batch], pad_token_id) for batch in plan]
+    t0 = time.perf_counter()
+    pooled = session.run_reduced(padded, reduce)
+    if stats is not None:
+        stats.inference_s += time.perf_counter() - t0
+        stats.batches += len(plan)
+        for batch, (_, mask) in zip(plan, padded):
+            stats.tokens += int(mask.sum())
+            stats.padded_tokens += mask.size
+            stats.batch_sizes.append(len(batch))
+    return list(zip(plan, pooled))

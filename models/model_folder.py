@@ -154,11 +154,7 @@ def read_folder(source: str, name: str | None = None) -> ModelSpec:
     if arch in DECODERS and pooling != "last":
         raise ModelFolderError(f"{root}: a decoder ('{arch}') is served with last-token pooling only, not {pooling}.")
     hidden = int(config.get("hidden_size") or config.get("dim") or 0)
-    positions = int(config.get("max_position_embeddings") or 0) - (2 if arch in ("roberta", "xlm-roberta", "camembert") else 0)
-    limit = st_cfg.get("max_seq_length") or tok["model_max_length"]
-    if not isinstance(limit, int) or limit <= 0 or limit > 1_000_000:
-        limit = DEFAULT_MAX_LENGTH
-    max_len = min(limit, positions) if positions > 0 else limit
+    max_len = _max_length(config, arch, st_cfg, tok)
     prompts = with_default({str(k): str(v) for k, v in (st_meta.get("prompts") or {}).items() if v},
                            st_meta.get("default_prompt_name"))
     return ModelSpec(
@@ -214,13 +210,9 @@ def _cross_encoder_spec(root: Path, name: str, config: dict, arch: str) -> Model
     if act not in ACTIVATIONS:
         raise ModelFolderError(f"the cross-encoder's activation {act} is not supported ({', '.join(ACTIVATIONS)}).")
     tok = _tokenizer_facts(root)
-    positions = int(config.get("max_position_embeddings") or 0) - (2 if arch in ("roberta", "xlm-roberta", "camembert") else 0)
-    limit = st_cfg.get("max_seq_length") or tok["model_max_length"]
-    if not isinstance(limit, int) or limit <= 0 or limit > 1_000_000:
-        limit = DEFAULT_MAX_LENGTH
     return ModelSpec(
         id=name, aliases=(name,), revision=f"folder:{weights_digest(root)}", dimension=labels,
-        max_seq_length=int(min(limit, positions) if positions > 0 else limit), pooling="cls", normalize=False,
+        max_seq_length=_max_length(config, arch, st_cfg, tok), pooling="cls", normalize=False,
         weights=FolderWeights(str(root)),
         pad_token_id=int(tok["pad_token_id"] if tok["pad_token_id"] is not None else config.get("pad_token_id") or 0),
         architecture=arch, similarity="score", user=True, task="rerank",
@@ -261,13 +253,9 @@ def _sparse_spec(root: Path, name: str, config: dict, arch: str) -> ModelSpec:
         raise ModelFolderError(f"{root}: a sparse model's architecture '{arch}' is not supported. Supported: {', '.join(ENCODERS)}.")
     st_meta = _json(root / ST_CONFIG) if (root / ST_CONFIG).is_file() else {}
     tok = _tokenizer_facts(root)
-    positions = int(config.get("max_position_embeddings") or 0) - (2 if arch in ("roberta", "xlm-roberta", "camembert") else 0)
-    limit = st.get("max_seq_length") or tok["model_max_length"]
-    if not isinstance(limit, int) or limit <= 0 or limit > 1_000_000:
-        limit = DEFAULT_MAX_LENGTH
     return ModelSpec(
         id=name, aliases=(name,), revision=f"folder:{weights_digest(root)}",
-        dimension=int(config["vocab_size"]), max_seq_length=int(min(limit, positions) if positions > 0 else limit),
+        dimension=int(config["vocab_size"]), max_seq_length=_max_length(config, arch, st, tok),
         pooling="max", normalize=False, weights=FolderWeights(str(root)),
         prompts=with_default({str(k): str(v) for k, v in (st_meta.get("prompts") or {}).items() if v},
                              st_meta.get("default_prompt_name")),
@@ -277,6 +265,16 @@ def _sparse_spec(root: Path, name: str, config: dict, arch: str) -> ModelSpec:
         extra={"lower_case": bool(st.get("do_lower_case")), "source": str(root), "padding_side": tok["padding_side"],
                "splade": splade},
     )
+
+
+def _max_length(config: dict, arch: str, st_cfg: dict, tok: dict) -> int:
+    """sentence_bert_config's max_seq_length, else the tokenizer's model_max_length (a sane one,
+    else DEFAULT_MAX_LENGTH), capped by the model's positions (RoBERTa's two offset ones off)."""
+    positions = int(config.get("max_position_embeddings") or 0) - (2 if arch in ("roberta", "xlm-roberta", "camembert") else 0)
+    limit = st_cfg.get("max_seq_length") or tok["model_max_length"]
+    if not isinstance(limit, int) or limit <= 0 or limit > 1_000_000:
+        limit = DEFAULT_MAX_LENGTH
+    return int(min(limit, positions) if positions > 0 else limit)
 
 
 def weights_digest(root: Path) -> str:

@@ -23,7 +23,6 @@ of 2048 padded tokens and BERT's 30522 entries): they are pooled in place, row b
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +31,7 @@ from tokenizers import Tokenizer
 from models.artifacts import ModelArtifacts
 from models.backends import open_session
 from models.batching import DEFAULT_COST, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
-from models.encoder import EncodeStats, pad_batch
+from models.encoder import EncodeStats, run_planned
 from models.errors import ArtifactsMissing, InvalidOption
 from models.specs import ModelSpec
 from models.tokenizer import TextTokenizer, Truncate
@@ -155,19 +154,10 @@ class SparseModel:
         if not seqs:
             return out
         plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, DEFAULT_COST)
-        padded = [pad_batch([seqs[i] for i in batch], self.spec.pad_token_id) for batch in plan]
-        t0 = time.perf_counter()
-        pooled = self.session.run_reduced(padded, lambda logits, mask: splade_pool(logits, mask, self.config))
-        for batch, rows in zip(plan, pooled):
+        pool = lambda logits, mask: splade_pool(logits, mask, self.config)  # noqa: E731
+        for batch, rows in run_planned(self.session, seqs, plan, self.spec.pad_token_id, pool, stats):
             for i, row in zip(batch, rows):
                 out[i] = row
-        if stats is not None:
-            stats.inference_s += time.perf_counter() - t0
-            stats.batches += len(plan)
-            for batch, (_, mask) in zip(plan, padded):
-                stats.tokens += int(mask.sum())
-                stats.padded_tokens += mask.size
-                stats.batch_sizes.append(len(batch))
         return out
 
     def encode_ids(self, seqs: list[np.ndarray], top_k: int | None = None,

@@ -98,21 +98,29 @@ class Frontend:
     # The sparse (SPLADE) models served (serving.sparse); None: none.
     sparse: SparseService | None = None
 
-    async def embed_sparse(self, job: SparseJob, transport: str) -> SparseOutcome:
-        """Sparse vectors, for either transport: failures leave as core errors, outcomes counted."""
+    async def _counted(self, transport: str, call, items: int):
+        """`call()`'s outcome, for either transport: any failure leaves as a core error (Ray's
+        included), and every outcome is counted. Labels stay bounded: the served model's id on
+        success ("none" with the error code on failure), never the caller's model string."""
         try:
-            if self.sparse is None:
-                raise InvalidInput("No sparse (SPLADE) model is served here (GET /v1/models lists each model's task); "
-                                   "dense vectors: POST /v1/embeddings.", param="model", code="wrong_model_task")
-            outcome = await self.sparse.embed(job)
+            outcome = await call()
         except Exception as exc:
             err = as_embed_error(exc)
             if self.metrics is not None:
                 self.metrics.record("none", transport, status=err.code or "error")
             raise err from None
         if self.metrics is not None:
-            self.metrics.record(outcome.model_id, transport, outcome, "ok", len(job.texts))
+            self.metrics.record(outcome.model_id, transport, outcome, "ok", items)
         return outcome
+
+    async def embed_sparse(self, job: SparseJob, transport: str) -> SparseOutcome:
+        """Sparse vectors (serving.sparse), errors and metrics as `embed`."""
+        async def call():
+            if self.sparse is None:
+                raise InvalidInput("No sparse (SPLADE) model is served here (GET /v1/models lists each model's task); "
+                                   "dense vectors: POST /v1/embeddings.", param="model", code="wrong_model_task")
+            return await self.sparse.embed(job)
+        return await self._counted(transport, call, len(job.texts))
 
     def refuse_sparse_model(self, model: str) -> None:
         """A sparse model named on a dense route: a 400 that says where to go."""
@@ -125,33 +133,15 @@ class Frontend:
                 require_task(self.sparse.models[key].spec, "embed")
 
     async def embed(self, job: EmbedJob, transport: str) -> EmbedOutcome:
-        """The pipeline, for either transport: any failure leaves as a core error (Ray's
-        included), and every outcome is counted. Labels stay bounded: the served model's id on
-        success ("none" with the error code on failure), never the caller's model string."""
-        try:
+        """The pipeline (a sparse model refused first), counted as `_counted` says."""
+        async def call():
             self.refuse_sparse_model(job.model)
-            outcome = await self.pipeline.embed(job)
-        except Exception as exc:
-            err = as_embed_error(exc)
-            if self.metrics is not None:
-                self.metrics.record("none", transport, status=err.code or "error")
-            raise err from None
-        if self.metrics is not None:
-            self.metrics.record(outcome.model_id, transport, outcome, "ok", job.count)
-        return outcome
+            return await self.pipeline.embed(job)
+        return await self._counted(transport, call, job.count)
 
     async def rerank(self, job: RerankJob, transport: str) -> RerankOutcome:
         """serving.reranking, errors and metrics as `embed`."""
-        try:
-            outcome = await rerank(self.pipeline, job)
-        except Exception as exc:
-            err = as_embed_error(exc)
-            if self.metrics is not None:
-                self.metrics.record("none", transport, status=err.code or "error")
-            raise err from None
-        if self.metrics is not None:
-            self.metrics.record(outcome.model_id, transport, outcome, "ok", len(job.documents))
-        return outcome
+        return await self._counted(transport, lambda: rerank(self.pipeline, job), len(job.documents))
 
     def authenticate(self, header: str | None) -> None:
         check_bearer(self.api_keys, header)
