@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.user_models import minilm_dir, run_export
+from tests.support.user_models import minilm_dir, run_export, spread_and_save
 
 HIDDEN = 32
 MAX_LENGTH = 48  # short, so ordinary documents go over it
@@ -35,13 +35,7 @@ def build(m: TinyCrossEncoder, root: Path) -> Path:
                                   num_labels=m.labels)
     torch.manual_seed(1)
     model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
-    with torch.no_grad():  # a wider spread than the default init, so pairs get distinct scores
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3)
-    hf = root / f"{m.name}-hf"
-    model.save_pretrained(hf)
-    tok.save_pretrained(hf)
+    hf = spread_and_save(model, tok, root / f"{m.name}-hf")
     out = root / m.name
     CrossEncoder(str(hf), device="cpu", max_length=MAX_LENGTH, local_files_only=True).save(str(out))
     return out

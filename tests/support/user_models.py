@@ -99,6 +99,20 @@ def _config(m: TinyModel, tok):
                                 intermediate_size=64, **extra, **common)
 
 
+def spread_and_save(model, tok, hf: Path) -> Path:
+    """Random weights with a wider spread than the default init (so inputs get distinct
+    outputs), saved with the tokenizer as a Hugging Face folder."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    model.save_pretrained(hf)
+    tok.save_pretrained(hf)
+    return hf
+
+
 def build(m: TinyModel, root: Path) -> Path:
     """`m` saved as a sentence-transformers folder under `root` (its HF folder beside it)."""
     import torch
@@ -115,13 +129,7 @@ def build(m: TinyModel, root: Path) -> Path:
         tok = _trained_tokenizer(m.tokenizer)
     torch.manual_seed(0)
     model = AutoModel.from_config(_config(m, tok), attn_implementation="eager")
-    with torch.no_grad():  # a wider spread than the default init, so texts get distinct vectors
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3)
-    hf = root / f"{m.name}-hf"
-    model.save_pretrained(hf)
-    tok.save_pretrained(hf)
+    hf = spread_and_save(model, tok, root / f"{m.name}-hf")
     modules = [Transformer(str(hf), max_seq_length=m.max_seq_length,
                            processor_kwargs={"padding_side": m.padding_side})]
     modules.append(Pooling(HIDDEN, pooling_mode=m.pooling))
