@@ -127,22 +127,43 @@ def test_the_rerank_answer_is_ordered_by_its_scores_and_points_into_the_fused_li
         assert abs(by_text[fused[r.index].payload["text"]] - r.relevance_score) <= 1e-6
 
 
-def langchain_rerank_snippet() -> str:
+def rerank_snippet(marker: str) -> str:
+    """The README's Frameworks snippet that uses `marker` (one of the two Cohere rerankers)."""
     section = (ROOT / "README.md").read_text().split("### Frameworks: LangChain, LlamaIndex, Haystack", 1)[1]
     (code,) = [c for c in re.findall(r"```python\n(.*?)```", section.split("\n### ", 1)[0], re.S)
-               if "CohereRerank" in c]
+               if marker in c]
     return code
+
+
+def run_rerank_snippet(hybrid_service, marker: str) -> dict:
+    code = rerank_snippet(marker).replace("http://localhost:8000", hybrid_service.http_url)
+    namespace: dict = {}
+    exec(compile(code.replace('"my-reranker"', f'"{RERANKER}"'), "README.md", "exec"), namespace)
+    return namespace
+
+
+def services_top_two(hybrid_service, docs: list[str]) -> list[dict]:
+    status, _, body = hybrid_service.post("/v2/rerank", {"model": RERANKER, "query": "how do cats sleep",
+                                                        "documents": docs, "top_n": 2})
+    assert status == 200, body
+    return body["results"]
 
 
 def test_the_readmes_langchain_rerank_snippet_gets_the_services_ranking(hybrid_service):
     """langchain-cohere's CohereRerank (the real package) with the base URL: the service's scores and order."""
-    code = langchain_rerank_snippet().replace("http://localhost:8000", hybrid_service.http_url)
-    namespace: dict = {}
-    exec(compile(code.replace('"my-reranker"', f'"{RERANKER}"'), "README.md", "exec"), namespace)
+    namespace = run_rerank_snippet(hybrid_service, "from langchain_cohere import CohereRerank")
     docs, best = [d.page_content for d in namespace["docs"]], namespace["best"]
-    status, _, body = hybrid_service.post("/v2/rerank", {"model": RERANKER, "query": "how do cats sleep",
-                                                        "documents": docs, "top_n": 2})
-    assert status == 200, body
-    assert [d.page_content for d in best] == [docs[r["index"]] for r in body["results"]]
+    results = services_top_two(hybrid_service, docs)
+    assert [d.page_content for d in best] == [docs[r["index"]] for r in results]
     assert [d.metadata["relevance_score"] for d in best] == pytest.approx(
-        [r["relevance_score"] for r in body["results"]], abs=1e-6)
+        [r["relevance_score"] for r in results], abs=1e-6)
+
+
+def test_the_readmes_llamaindex_rerank_snippet_gets_the_services_ranking(hybrid_service):
+    """llama-index-postprocessor-cohere-rerank's CohereRerank (the real package) with the base URL:
+    the service's scores and order."""
+    namespace = run_rerank_snippet(hybrid_service, "from llama_index.postprocessor.cohere_rerank import CohereRerank")
+    docs, best = [n.node.get_content() for n in namespace["nodes"]], namespace["best"]
+    results = services_top_two(hybrid_service, docs)
+    assert [n.node.get_content() for n in best] == [docs[r["index"]] for r in results]
+    assert [n.score for n in best] == pytest.approx([r["relevance_score"] for r in results], abs=1e-6)
