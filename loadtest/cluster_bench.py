@@ -145,6 +145,7 @@ def run_lines(meta: dict) -> list[str]:
         f"- Machine: nproc {m['nproc']}, {m['cpu_model']}; load average at start {m['loadavg']}, at end {meta['loadavg_end']}"
         + (" — the machine was busy with other work when the run began; figures are noisy."
            if m["loadavg"][0] > m["nproc"] * 0.75 else ""),
+        f"- CPU flags the figures came from: {', '.join(m.get('cpu_flags') or []) or 'none of the reported ones'}",
     ]
 
 
