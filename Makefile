@@ -118,4 +118,4 @@ proto: install
 	  --python_out=. --pyi_out=. --grpc_python_out=. proto/embedserve/v1/embedding.proto
 
 openapi: install
-	$(BIN)/python -c "import json; from serving.http_api import build_http_app; print(json.dumps(build_http_app(lambda: None).openapi(), indent=2))" > openapi.json
+	$(BIN)/python -c "import json; from serving.api.http_app import build_http_app; print(json.dumps(build_http_app(lambda: None).openapi(), indent=2))" > openapi.json

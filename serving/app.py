@@ -23,20 +23,21 @@ from ray.serve.handle import DeploymentHandle
 from models.artifacts import ModelArtifacts
 from models.backends import available_backends
 from models.backends.onnxruntime import gpu_available
-from models.batcher import ContinuousBatcher
+from models.continuous_batcher import ContinuousBatcher
 from models.batching import round_tokens
 from models.encoder import EncodeStats, Encoder
 from models.specs import ModelSpec, resolve_model
 from models.variants import choose
-from serving import grpc_api
-from serving.cache import build_cache
-from serving.frontend import Frontend
-from serving.http_api import build_http_app
+from serving.api import grpc_servicer
+from serving.pipeline.cache import build_cache
+from serving.api.ingress_core import Frontend
+from serving.api.http_app import build_http_app
 from serving.ray_listeners import adapt_ray_listeners
 from serving.metrics import EncoderMetrics, IngressMetrics
-from serving.pipeline import Encoded, ModelRuntime, Pipeline
+from serving.pipeline.embed import Pipeline
+from serving.pipeline.runtime import Encoded, ModelRuntime
 from serving.settings import Settings
-from serving.sparse import LocalSparse, SparseService
+from serving.pipeline.sparse import LocalSparse, SparseService
 
 log = logging.getLogger("ray.serve")
 adapt_ray_listeners()  # this process's Ray servers: on EMBEDSERVE_HOST, their ports reusable at once
@@ -136,7 +137,7 @@ class Ingress:
         for name in s.models:
             spec = resolve_model(name)
             artifacts = ModelArtifacts.load(s.artifact_dir, spec)
-            if spec.task == "sparse":  # SPLADE: in this replica, whatever the placement (serving.sparse)
+            if spec.task == "sparse":  # SPLADE: in this replica, whatever the placement (serving.pipeline.sparse)
                 sparse[spec.key] = LocalSparse(
                     spec, artifacts, variant=s.variant, prompts=s.prompts_for(spec), max_batch_tokens=s.max_batch_tokens,
                     batch_wait_s=s.batch_wait_timeout_ms / 1000, providers=s.providers,
@@ -178,7 +179,7 @@ class Ingress:
         self.frontend = Frontend(
             pipeline, s.api_key_set(), s.max_payload_bytes, probe=self._probe, engine=self._engine,
             metrics=IngressMetrics(), accept_token_ids=s.accept_token_ids,
-            sparse=SparseService(sparse, {k: rt.spec for k, rt in runtimes.items()}, pipeline.admission, s.max_inputs)
+            sparse=SparseService(sparse, pipeline.in_flight)
             if sparse else None,
         )
         self.timeout_s = s.request_timeout_s
@@ -221,24 +222,24 @@ class Ingress:
 
     # ---- gRPC: embedserve.v1.EmbeddingService ---------------------------------------------
     async def Embed(self, request, grpc_context):  # noqa: N802 (the RPC's name)
-        return await grpc_api.embed(self.frontend, request, grpc_context)
+        return await grpc_servicer.embed(self.frontend, request, grpc_context)
 
     async def EmbedStream(self, request, grpc_context):  # noqa: N802
-        async for response in grpc_api.embed_stream(self.frontend, request, grpc_context):
+        async for response in grpc_servicer.embed_stream(self.frontend, request, grpc_context):
             yield response
 
     async def EmbedSparse(self, request, grpc_context):  # noqa: N802 (embedserve.v1.SparseService)
-        return await grpc_api.embed_sparse(self.frontend, request, grpc_context)
+        return await grpc_servicer.embed_sparse(self.frontend, request, grpc_context)
 
     async def ListModels(self, request, grpc_context):  # noqa: N802
-        return await grpc_api.list_models(self.frontend, grpc_context, request)
+        return await grpc_servicer.list_models(self.frontend, grpc_context, request)
 
     async def Rerank(self, request, grpc_context):  # noqa: N802
-        return await grpc_api.rerank(self.frontend, request, grpc_context)
+        return await grpc_servicer.rerank(self.frontend, request, grpc_context)
 
     # ---- gRPC: grpc.health.v1.Health, for Kubernetes probes ----------------------------------
     async def Check(self, request):  # noqa: N802
-        return await grpc_api.health_check(self.frontend)
+        return await grpc_servicer.health_check(self.frontend)
 
 
 def planned_variant(artifacts: ModelArtifacts, s: Settings) -> str:
@@ -269,7 +270,7 @@ def application(s: Settings) -> serve.Application:
     encoders = {}  # none inline: the ingress builds its own encoders for the models it lacks
     if not inline:
         for spec in map(resolve_model, s.models):
-            if spec.task == "sparse":  # runs in the ingress (serving.sparse)
+            if spec.task == "sparse":  # runs in the ingress (serving.pipeline.sparse)
                 continue
             encoders[spec.key] = EncoderReplica.options(
                 name=deployment_name(spec.key),

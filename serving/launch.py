@@ -17,7 +17,7 @@ from serving.ray_listeners import HOST_ENV
 from serving.settings import Settings
 
 GRPC_SERVICERS = [
-    "serving.grpc_api.add_embedding_service",
+    "serving.api.grpc_servicer.add_embedding_service",
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
 
@@ -145,7 +145,7 @@ def start_ray(
     of a worker node."""
     import ray
 
-    from serving.proxy import CALLBACK
+    from serving.replica_loss import CALLBACK
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ingress = ingress or IngressConfig()

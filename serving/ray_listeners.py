@@ -1,6 +1,6 @@
 """Ray Serve's own servers in this process, bound as `embedserve serve` promises: on
 EMBEDSERVE_HOST, their ports reusable at once after a stop. Imported by the processes Ray starts
-for us (serving.app: the replicas; serving.proxy: Ray's proxy actors)."""
+for us (serving.app: the replicas; serving.replica_loss: Ray's proxy actors)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def adapt_ray_listeners() -> None:
       stop (the old server's connections in TIME_WAIT / FIN_WAIT2) the port cannot be bound, and
       the replica silently takes the next one: its sockets get SO_REUSEADDR, as uvicorn's and
       gRPC's own do (a second listener on a port is still refused).
-    Called where they start: on import of serving.app (the replicas) and serving.proxy (Ray's
+    Called where they start: on import of serving.app (the replicas) and serving.replica_loss (Ray's
     proxy actors)."""
     from ray.serve._private import default_impl, http_util
 

@@ -13,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
 from models.errors import Unauthenticated
-from serving import auth
-from serving.auth import check_bearer
+from serving.api import auth
+from serving.api.auth import check_bearer
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.grpc_gen import embedding_pb2_grpc as pbg
 from serving.settings import Settings

@@ -12,7 +12,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from serving.cache import MemoryCache, NullCache, RedisCache
+from serving.pipeline.cache import MemoryCache, NullCache, RedisCache
 from tests.support.cache import (
     DIM,
     fresh_keys,

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from serving.cache import (
+from serving.pipeline.cache import (
     CircuitBreaker,
     EmbeddingCache,
     MemoryCache,

@@ -9,7 +9,9 @@ import pytest
 from models.artifacts import ModelArtifacts
 from models.errors import ModelNotFound
 from models.specs import resolve_model
-from serving.pipeline import ModelRuntime, Pipeline
+from serving.api.admission import Served, admit
+from serving.pipeline.embed import EmbedJob
+from serving.pipeline.runtime import ModelRuntime
 from tests.support.service import artifact_dir
 
 M = "all-MiniLM-L6-v2"
@@ -38,8 +40,8 @@ def test_a_wrong_input_is_named_with_what_it_must_be(service, value, said):
 @pytest.mark.parametrize("name", ["text-embedding-3-small", "all-mpnet-base-v2"], ids=["unknown", "known, not served"])
 def test_the_unknown_model_404_lists_only_the_served_models(name):
     spec = resolve_model(M)
-    pipeline = Pipeline({spec.key: ModelRuntime.load(spec, ModelArtifacts.load(artifact_dir(), spec), "fp32")}, None, None)
+    served = Served({spec.key: ModelRuntime.load(spec, ModelArtifacts.load(artifact_dir(), spec), "fp32")})
     with pytest.raises(ModelNotFound) as err:
-        pipeline.runtime(name)
+        admit(served, EmbedJob(name, ["a text"]))
     assert err.value.message.endswith("Served models: sentence-transformers/all-MiniLM-L6-v2."), err.value.message
     assert "mpnet" not in err.value.message.replace(name, "")

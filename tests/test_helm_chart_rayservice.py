@@ -47,8 +47,8 @@ def test_every_ray_container_gets_the_ingress_switches_embedserve_serve_sets(hel
 
 @pytest.mark.parametrize("values", VALUE_SETS, ids=VALUE_IDS)
 def test_every_serve_proxy_answers_requests_lost_with_a_replica(helm, values):
-    """Every Ray container runs Ray's HTTP proxy with embedserve's middleware (serving/proxy.py)."""
-    from serving.proxy import CALLBACK
+    """Every Ray container runs Ray's HTTP proxy with embedserve's middleware (serving/replica_loss.py)."""
+    from serving.replica_loss import CALLBACK
 
     for group, container in ray_containers(only(render(helm, values), "RayService")):
         assert env_of(container)["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]["value"] == CALLBACK, group

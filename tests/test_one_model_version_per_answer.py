@@ -11,10 +11,12 @@ import asyncio
 import numpy as np
 
 from models.artifacts import ModelArtifacts
-from models.batcher import RoundInfo
+from models.continuous_batcher import RoundInfo
 from models.specs import resolve_model
-from serving.cache import MemoryCache
-from serving.pipeline import EmbedJob, Encoded, ModelRuntime, Pipeline
+from serving.api.admission import Served, admit
+from serving.pipeline.cache import MemoryCache
+from serving.pipeline.embed import EmbedJob, Pipeline
+from serving.pipeline.runtime import Encoded, ModelRuntime
 from tests.support.service import artifact_dir
 
 M = resolve_model("all-MiniLM-L6-v2")
@@ -48,7 +50,7 @@ def embed(pipeline: Pipeline, inputs: list[str]):
     from models.postprocess import OutputOptions
 
     job = EmbedJob(M.id, texts=inputs, options=OutputOptions(normalize=False))
-    return asyncio.run(pipeline.embed(job))
+    return asyncio.run(pipeline.embed(admit(Served(pipeline.runtimes, max_inputs=pipeline.max_inputs), job)))
 
 
 def test_chunks_answered_by_two_versions_are_embedded_again_in_one_call():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.http_api import build_http_app
+from serving.api.http_app import build_http_app
 
 COMMITTED = Path(__file__).resolve().parents[1] / "openapi.json"
 

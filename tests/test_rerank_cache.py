@@ -3,7 +3,7 @@ that also names the model's revision and variant and max_tokens_per_doc: a repea
 reaches the model and gets bit-identical scores; another query, document or max_tokens_per_doc
 misses; with Redis stopped the request is still answered (the cache is only a miss).
 
-The pipeline is the service's own (serving.reranking over serving.pipeline.Pipeline) with a real
+The pipeline is the service's own (serving.pipeline.reranking over serving.pipeline.embed.Pipeline) with a real
 exported cross-encoder run in this process and real caches (memory, and a real redis-server);
 tests/test_rerank_service.py shows the same through HTTP (the x-cache-hits header)."""
 
@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 
 from models.artifacts import ModelArtifacts
-from models.batcher import RoundInfo
+from models.continuous_batcher import RoundInfo
 from models.encoder import Encoder
 from models.model_folder import exported_spec
 from models.specs import register_user_model
-from serving.cache import MemoryCache
-from serving.pipeline import Encoded, ModelRuntime, Pipeline
-from serving.reranking import RerankJob, rerank, rerank_keyspace
+from serving.api.admission import Served, admit
+from serving.pipeline.cache import MemoryCache
+from serving.pipeline.embed import Pipeline
+from serving.pipeline.runtime import Encoded, ModelRuntime
+from serving.pipeline.reranking import RerankJob, rerank, rerank_keyspace
 from tests.support.cache import redis_cache
 from tests.support.cross_encoders import reference
 from tests.support.redis_server import redis_server  # noqa: F401 (fixture)
@@ -63,7 +65,8 @@ def pipeline(model, cache) -> tuple[Pipeline, CountingEncoder]:
 
 async def arun(pipe: Pipeline, query: str = QUERY, docs: list[str] = DOCS, **options):
     (rt,) = pipe.runtimes.values()
-    outcome = await rerank(pipe, RerankJob(rt.spec.id, query, list(docs), **options))
+    job = RerankJob(rt.spec.id, query, list(docs), **options)
+    outcome = await rerank(pipe, admit(Served(pipe.runtimes, max_inputs=pipe.max_inputs), job))
     await pipe.cache.flush_pending()
     return outcome
 

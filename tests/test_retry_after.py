@@ -7,12 +7,12 @@ import grpc
 import pytest
 
 from models.errors import InvalidInput, NotReady, Overloaded
-from serving import cohere_api, grpc_api, http_api
-from serving.errors import retry_after
+from serving.api import cohere_route, grpc_servicer, http_app
+from serving.api.errors import retry_after
 
 
 class RecordingContext:
-    """What grpc_api.fail sets on a call's context (a unit test of the one error path)."""
+    """What grpc_servicer.fail sets on a call's context (a unit test of the one error path)."""
 
     def set_code(self, code):
         self.code = code
@@ -28,18 +28,18 @@ class RecordingContext:
 def test_every_transport_rounds_the_wait_up_to_whole_seconds(wait, expected):
     for err in (Overloaded("busy", retry_after_s=wait), NotReady("gone", retry_after_s=wait)):
         assert retry_after(err) == expected
-        assert http_api.error_response(err).headers["retry-after"] == expected
-        assert cohere_api.error_response(err).headers["retry-after"] == expected
+        assert http_app.error_response(err).headers["retry-after"] == expected
+        assert cohere_route.error_response(err).headers["retry-after"] == expected
         ctx = RecordingContext()
-        grpc_api.fail(ctx, err)
+        grpc_servicer.fail(ctx, err)
         assert ctx.trailing["retry-after"] == expected
 
 
 def test_an_error_without_a_wait_sends_no_retry_after():
     err = InvalidInput("bad")
     assert retry_after(err) is None
-    assert "retry-after" not in http_api.error_response(err).headers
-    assert "retry-after" not in cohere_api.error_response(err).headers
+    assert "retry-after" not in http_app.error_response(err).headers
+    assert "retry-after" not in cohere_route.error_response(err).headers
     ctx = RecordingContext()
-    grpc_api.fail(ctx, err)
+    grpc_servicer.fail(ctx, err)
     assert ctx.code == grpc.StatusCode.INVALID_ARGUMENT and not hasattr(ctx, "trailing")

@@ -83,7 +83,7 @@ def test_same_ports_and_grpc_servicers(local, chart):
     assert local["grpc_options"] == chart["grpc_options"]
     assert local["grpc_options"]["port"] == 9000
     assert local["grpc_options"]["grpc_servicer_functions"] == [
-        "serving.grpc_api.add_embedding_service",
+        "serving.api.grpc_servicer.add_embedding_service",
         "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
     ]
     assert local["proxy_location"] == chart["proxy_location"]

@@ -136,7 +136,7 @@ def test_bad_input_is_a_clean_4xx_that_says_why(sparse_service, name, route, bod
     got, _, answer = sparse_service.post(route, body, AUTH)
     assert got == status, answer
     assert words.lower() in answer["error"]["message"].lower(), answer
-    if "model" in name and status == 400:  # the code every wrong-task refusal carries (serving.tasks on main)
+    if "model" in name and status == 400:  # the code every wrong-task refusal carries (serving.pipeline.tasks on main)
         assert answer["error"]["code"] == "wrong_model_task", answer
 
 
@@ -198,14 +198,12 @@ def test_v1_models_and_list_models_name_the_sparse_models(sparse_service):
 
 
 def test_a_service_without_sparse_models_says_so():
-    import asyncio
-
     from models.errors import InvalidInput
-    from serving.frontend import Frontend
-    from serving.sparse import SparseJob
+    from serving.api.admission import Served, admit
+    from serving.pipeline.sparse import SparseJob
 
     with pytest.raises(InvalidInput, match="No sparse") as err:
-        asyncio.run(Frontend(pipeline=None).embed_sparse(SparseJob("", ["x"]), "http"))
+        admit(Served(dense={}), SparseJob("", ["x"]))
     assert err.value.code == "wrong_model_task"
 
 

@@ -14,7 +14,7 @@ from models.artifacts import ModelArtifacts
 from models.errors import InvalidInput
 from models.specs import resolve_model
 from serving.batch.openai_file import RequestChecker
-from serving.pipeline import ModelRuntime
+from serving.pipeline.runtime import ModelRuntime
 from tests.support.service import artifact_dir, deploy, undeploy
 
 pytestmark = pytest.mark.integration

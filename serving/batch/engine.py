@@ -16,7 +16,7 @@ from models.errors import InputTooLong
 from models.postprocess import OutputOptions, parse_format, validate_options
 from models.specs import ModelSpec
 from models.tokenizer import Truncate
-from serving.pipeline import ModelRuntime
+from serving.pipeline.runtime import ModelRuntime
 from serving.settings import Settings
 
 # Every shard's runs are planned with this fixed cost model, never with the one an engine

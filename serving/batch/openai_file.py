@@ -1,6 +1,6 @@
 """The OpenAI Batch API format of the bulk job. A line of the input file must be a request
 (`custom_id`, `"method": "POST"`, `"url": "/v1/embeddings"`, a `body`), and its body goes through
-the checks of POST /v1/embeddings in the route's and the pipeline's order, so a bad body gets
+the checks of POST /v1/embeddings in the route's and admission's order, so a bad body gets
 the status and error JSON the service answers. Answers and refusals are written as lines of
 OpenAI batch output and error files, each body the bytes the route would have sent."""
 
@@ -12,15 +12,16 @@ import numpy as np
 import orjson
 
 from models.errors import PayloadTooLarge
-from models.postprocess import EncodingFormat, validate_options
-from models.prompts import resolve_prompt
+from models.postprocess import EncodingFormat
 from models.specs import ModelSpec
 from serving.batch.records import Problem, parse_json_line
-from serving.errors import as_embed_error, error_body, http_status
-from serving.http_api import job_from_request, render
-from serving.http_io import parse_body, reject_lone_surrogates
-from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
-from serving.protocol import EmbeddingRequest
+from serving.api.admission import Served, admit
+from serving.api.errors import as_embed_error, error_body, http_status
+from serving.api.openai_route import job_from_request, render
+from serving.api.http_bodies import parse_body, reject_lone_surrogates
+from serving.pipeline.embed import EmbedJob, EmbedOutcome, Pipeline
+from serving.pipeline.runtime import ModelRuntime
+from serving.api.openai_wire import EmbeddingRequest
 
 URL = "/v1/embeddings"
 
@@ -45,12 +46,12 @@ def parse_request(raw: bytes) -> tuple[str | None, dict | None, Problem | None]:
 
 class RequestChecker:
     """A request body through the checks of POST /v1/embeddings: the body's size and Unicode
-    (read_json), its fields (parse_body, job_from_request), the model, options and inputs
-    (the pipeline), then the prompt and tokenization (too long with truncate none, too many
+    (read_json), its fields (parse_body, job_from_request), the model, options, inputs and prompt
+    (serving.api.admission, as every door), then tokenization (too long with truncate none, too many
     windows, token ids): per input, its sequences (one, or a long text's windows)."""
 
     def __init__(self, runtime: ModelRuntime, max_inputs: int, max_payload_bytes: int, accept_token_ids: bool = False):
-        self.pipeline = Pipeline({runtime.spec.key: runtime}, None, None, max_inputs=max_inputs)
+        self.served = Served({runtime.spec.key: runtime}, max_inputs=max_inputs)
         self.max_payload_bytes = max_payload_bytes
         self.accept_token_ids = accept_token_ids
 
@@ -59,10 +60,8 @@ class RequestChecker:
         if len(orjson.dumps(body)) > self.max_payload_bytes:
             raise PayloadTooLarge(f"The request body is over the limit of {self.max_payload_bytes} bytes.")
         job = job_from_request(parse_body(EmbeddingRequest, body), self.accept_token_ids)
-        rt = self.pipeline.runtime(job.model)
-        validate_options(rt.spec, job.options)
-        self.pipeline.check_count(job)
-        return job, Pipeline.units(rt, job, resolve_prompt(rt.prompts, job.input_type))
+        admitted = admit(self.served, job)
+        return job, Pipeline.units(admitted.runtime, job, admitted.prompt)
 
 
 def line_ids(fingerprint: str, path: str, row: int) -> tuple[str, str]:

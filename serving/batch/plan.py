@@ -19,7 +19,7 @@ from serving.batch.inputs import Columns, InputError, Shard, detect_format, find
 from serving.batch.inputs import plan as plan_shards
 from serving.batch.sparse_job import sparse_options
 from serving.settings import Settings
-from serving.tasks import ROUTES, WHAT
+from serving.pipeline.tasks import ROUTES, WHAT
 
 JOB_VERSION = 2
 # Records a shard when --shard-rows is not given: about 1/64 of the input, a multiple of the

@@ -24,7 +24,8 @@ from serving.batch.inputs import Columns, Shard
 from serving.batch.plan import Layout
 from serving.batch.sparse_job import build_sparse_model, encode_sparse_sorted, engine_record
 from serving.batch.records import Problem, read_lines, read_records, record_location
-from serving.pipeline import EmbedJob, pool_units
+from serving.pipeline.embed import EmbedJob
+from serving.pipeline.runtime import pool_units
 from serving.settings import Settings
 
 TOKENIZE_CHUNK = 256

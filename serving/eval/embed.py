@@ -90,7 +90,7 @@ class LocalEmbedder(Embedder):
         from models.prompts import resolve_prompt
         from models.tokenizer import Truncate
         from serving.batch.engine import encode_sorted
-        from serving.pipeline import pool_units
+        from serving.pipeline.runtime import pool_units
 
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
         windows: list[int] = []

@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 
-from serving.cache import EmbeddingCache, KeySpace, MemoryCache, RedisCache
+from serving.pipeline.cache import EmbeddingCache, KeySpace, MemoryCache, RedisCache
 from tests.support.redis_server import RedisServer
 
 DIM = 384

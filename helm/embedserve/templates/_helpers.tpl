@@ -108,7 +108,7 @@ http_options:
 grpc_options:
   port: 9000
   grpc_servicer_functions:
-    - serving.grpc_api.add_embedding_service
+    - serving.api.grpc_servicer.add_embedding_service
     - grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server
 logging_config:
   encoding: {{ $s.logEncoding }}
@@ -182,7 +182,7 @@ app.kubernetes.io/component: ray
 {{/*
 Environment of every Ray container: Ray Serve's ingress switches (read when Ray starts;
 serving.launch.IngressConfig.switches is the same), the Serve proxy's middleware (a clean 503 +
-Retry-After for a request whose Ingress replica died with it, serving/proxy.py), Redis URL, API
+Retry-After for a request whose Ingress replica died with it, serving/replica_loss.py), Redis URL, API
 keys, extraEnv.
 */}}
 {{- define "embedserve.env" -}}
@@ -198,7 +198,7 @@ keys, extraEnv.
 - name: RAY_SERVE_HAPROXY_METRICS_ENABLED
   value: "0"
 - name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
-  value: "serving.proxy:middlewares"
+  value: "serving.replica_loss:middlewares"
 {{- if .Values.redis.enabled }}
 - name: EMBEDSERVE_REDIS_URL
   value: {{ printf "redis://%s:6379/0" (include "embedserve.redisName" .) | quote }}

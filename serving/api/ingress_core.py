@@ -1,4 +1,5 @@
-"""What the ingresses share beyond the pipeline: model descriptions, readiness, stats, keys."""
+"""What every front door shares beyond the pipeline: model descriptions, readiness, stats, keys,
+and each call counted (metrics) with its failure as a core error."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from models.errors import InvalidInput, ModelNotFound, NotReady
-from models.specs import resolve_model
+from models.errors import EmbedError, NotReady
 from models.prompts import accepted_input_types
-from serving.auth import check_bearer
-from serving.errors import as_embed_error
-from serving.pipeline import EmbedJob, EmbedOutcome, ModelRuntime, Pipeline
-from serving.reranking import RerankJob, RerankOutcome, rerank
-from serving.sparse import SparseJob, SparseOutcome, SparseService, describe_sparse
-from serving.tasks import require_task
+from serving.api.admission import Served, admit
+from serving.api.auth import check_bearer
+from serving.api.errors import as_embed_error
+from serving.pipeline.embed import EmbedJob, EmbedOutcome, Pipeline
+from serving.pipeline.runtime import Admitted, ModelRuntime
+from serving.pipeline.reranking import RerankJob, RerankOutcome, rerank
+from serving.pipeline.sparse import SparseJob, SparseOutcome, SparseService, describe_sparse
 
 INT8_RULE = "q = clip(round(x * 127 / scale), -127, 127) on the unit vector of the requested dimensions; x ~= q * scale / 127; uint8 = q + 128"
 
@@ -95,53 +96,53 @@ class Frontend:
     # Records each outcome (serving.metrics.IngressMetrics in a replica; None in plain tests).
     metrics: object | None = None
     _ready_cache: dict = field(default_factory=dict)
-    # The sparse (SPLADE) models served (serving.sparse); None: none.
+    # The sparse (SPLADE) models served (serving.pipeline.sparse); None: none.
     sparse: SparseService | None = None
 
+    @property
+    def served(self) -> Served:
+        """What this replica admits requests to (serving.api.admission)."""
+        sparse = self.sparse.models if self.sparse is not None else None
+        return Served(self.pipeline.runtimes, sparse, self.pipeline.max_inputs)
+
+    def admit(self, job: EmbedJob | RerankJob | SparseJob, transport: str) -> Admitted:
+        """serving.api.admission.admit on this replica's models; a refusal is counted as `_counted`
+        counts any failure."""
+        try:
+            return admit(self.served, job)
+        except Exception as exc:
+            raise self._failed(transport, exc) from None
+
+    def _failed(self, transport: str, exc: Exception) -> EmbedError:
+        """`exc` as a core error (Ray's included), counted. Labels stay bounded: "none" with the
+        error code, never the caller's model string."""
+        err = as_embed_error(exc)
+        if self.metrics is not None:
+            self.metrics.record("none", transport, status=err.code or "error")
+        return err
+
     async def _counted(self, transport: str, call, items: int):
-        """`call()`'s outcome, for either transport: any failure leaves as a core error (Ray's
-        included), and every outcome is counted. Labels stay bounded: the served model's id on
-        success ("none" with the error code on failure), never the caller's model string."""
+        """`call()`'s outcome, for either transport: any failure leaves as a core error, and every
+        outcome is counted (the served model's id on success)."""
         try:
             outcome = await call()
         except Exception as exc:
-            err = as_embed_error(exc)
-            if self.metrics is not None:
-                self.metrics.record("none", transport, status=err.code or "error")
-            raise err from None
+            raise self._failed(transport, exc) from None
         if self.metrics is not None:
             self.metrics.record(outcome.model_id, transport, outcome, "ok", items)
         return outcome
 
-    async def embed_sparse(self, job: SparseJob, transport: str) -> SparseOutcome:
-        """Sparse vectors (serving.sparse), errors and metrics as `embed`."""
-        async def call():
-            if self.sparse is None:
-                raise InvalidInput("No sparse (SPLADE) model is served here (GET /v1/models lists each model's task); "
-                                   "dense vectors: POST /v1/embeddings.", param="model", code="wrong_model_task")
-            return await self.sparse.embed(job)
-        return await self._counted(transport, call, len(job.texts))
+    async def embed(self, admitted: Admitted, transport: str) -> EmbedOutcome:
+        """The dense pipeline on an admitted job, counted as `_counted` says."""
+        return await self._counted(transport, lambda: self.pipeline.embed(admitted), admitted.job.count)
 
-    def refuse_sparse_model(self, model: str) -> None:
-        """A sparse model named on a dense route: a 400 that says where to go."""
-        if self.sparse is not None and model:
-            try:
-                key = resolve_model(model).key
-            except ModelNotFound:
-                return
-            if key in self.sparse.models:
-                require_task(self.sparse.models[key].spec, "embed")
+    async def embed_sparse(self, admitted: Admitted, transport: str) -> SparseOutcome:
+        """Sparse vectors (serving.pipeline.sparse), counted as `embed`."""
+        return await self._counted(transport, lambda: self.sparse.embed(admitted), len(admitted.job.texts))
 
-    async def embed(self, job: EmbedJob, transport: str) -> EmbedOutcome:
-        """The pipeline (a sparse model refused first), counted as `_counted` says."""
-        async def call():
-            self.refuse_sparse_model(job.model)
-            return await self.pipeline.embed(job)
-        return await self._counted(transport, call, job.count)
-
-    async def rerank(self, job: RerankJob, transport: str) -> RerankOutcome:
-        """serving.reranking, errors and metrics as `embed`."""
-        return await self._counted(transport, lambda: rerank(self.pipeline, job), len(job.documents))
+    async def rerank(self, admitted: Admitted, transport: str) -> RerankOutcome:
+        """serving.pipeline.reranking, counted as `embed`."""
+        return await self._counted(transport, lambda: rerank(self.pipeline, admitted), len(admitted.job.documents))
 
     def authenticate(self, header: str | None) -> None:
         check_bearer(self.api_keys, header)
@@ -181,7 +182,7 @@ class Frontend:
         cache = self.pipeline.cache.stats()
         p = self.pipeline
         return {
-            "in_flight": p.admission.in_flight,
+            "in_flight": p.in_flight.count,
             "encoder_calls": p.encoder_calls,
             "encoded_texts": p.encoded_texts,
             "cache": cache,

@@ -14,12 +14,13 @@ from grpc_health.v1 import health_pb2
 from models.errors import EmbedError, InvalidInput, InvalidOption, PayloadTooLarge
 from models.postprocess import EncodingFormat, OutputOptions
 from models.tokenizer import Truncate
-from serving.errors import as_embed_error, grpc_code, retry_after
-from serving.frontend import Frontend
+from serving.api.errors import as_embed_error, grpc_code, retry_after
+from serving.api.ingress_core import Frontend
 from serving.grpc_gen import embedding_pb2 as pb
-from serving.pipeline import EmbedJob, EmbedOutcome
-from serving.reranking import RerankJob
-from serving.sparse import SparseJob, SparseOutcome
+from serving.pipeline.embed import EmbedJob, EmbedOutcome
+from serving.pipeline.runtime import Admitted
+from serving.pipeline.reranking import RerankJob
+from serving.pipeline.sparse import SparseJob, SparseOutcome
 
 FORMATS = {
     pb.ENCODING_FORMAT_UNSPECIFIED: EncodingFormat.FLOAT,
@@ -130,7 +131,7 @@ async def embed(fe: Frontend, request: pb.EmbedRequest, context) -> pb.EmbedResp
         fe.authenticate(_metadata(context).get("authorization"))
         request = parse(fe, request)
         job = job_from_proto(request)
-        outcome = await fe.embed(job, "grpc")
+        outcome = await fe.embed(fe.admit(job, "grpc"), "grpc")
     except Exception as exc:
         fail(context, as_embed_error(exc))
         return pb.EmbedResponse()
@@ -145,15 +146,15 @@ async def embed_stream(fe: Frontend, request: pb.EmbedRequest, context) -> Async
         request = parse(fe, request)
         texts = list(request.texts)
         size = request.chunk_size or STREAM_CHUNK
-        jobs = [(i, job_from_proto(request, texts[i : i + size])) for i in range(0, len(texts), size)]
-        if not jobs:
-            job_from_proto(request, [])  # validates the options
-            fe.pipeline.check_count(EmbedJob(request.model, []))
+        # Each chunk is one pipeline request, admitted before any is embedded; no texts: one empty
+        # job, refused as any other door refuses it.
+        chunks = [texts[i : i + size] for i in range(0, len(texts), size)] or [[]]
+        jobs = [(i * size, fe.admit(job_from_proto(request, chunk), "grpc")) for i, chunk in enumerate(chunks)]
         gate = asyncio.Semaphore(STREAM_PARALLEL)
 
-        async def run(offset: int, job: EmbedJob) -> pb.EmbedResponse:
+        async def run(offset: int, admitted: Admitted) -> pb.EmbedResponse:
             async with gate:
-                return to_proto(await fe.embed(job, "grpc"), job.options.encoding_format, offset)
+                return to_proto(await fe.embed(admitted, "grpc"), admitted.job.options.encoding_format, offset)
 
         for next_done in asyncio.as_completed([run(o, j) for o, j in jobs]):
             yield await next_done
@@ -184,7 +185,8 @@ async def embed_sparse(fe: Frontend, request: pb.EmbedSparseRequest, context) ->
     """embedserve.v1.SparseService/EmbedSparse: the same job, validation and errors as HTTP."""
     try:
         fe.authenticate(_metadata(context).get("authorization"))
-        outcome = await fe.embed_sparse(sparse_job_from_proto(parse(fe, request, pb.EmbedSparseRequest)), "grpc")
+        job = sparse_job_from_proto(parse(fe, request, pb.EmbedSparseRequest))
+        outcome = await fe.embed_sparse(fe.admit(job, "grpc"), "grpc")
     except Exception as exc:
         fail(context, as_embed_error(exc))
         return pb.EmbedSparseResponse()
@@ -244,14 +246,14 @@ async def list_models(fe: Frontend, context, request=None) -> pb.ListModelsRespo
 
 
 async def rerank(fe: Frontend, request: pb.RerankRequest, context) -> pb.RerankResponse:
-    """Rerank: the same job and pipeline as POST /v2/rerank (serving.reranking)."""
+    """Rerank: the same job and pipeline as POST /v2/rerank (serving.pipeline.reranking)."""
     try:
         fe.authenticate(_metadata(context).get("authorization"))
         request = parse(fe, request, pb.RerankRequest)
         job = RerankJob(request.model, request.query, list(request.documents),
                         request.top_n if request.HasField("top_n") else None,
                         request.max_tokens_per_doc if request.HasField("max_tokens_per_doc") else None)
-        outcome = await fe.rerank(job, "grpc")
+        outcome = await fe.rerank(fe.admit(job, "grpc"), "grpc")
     except Exception as exc:
         fail(context, as_embed_error(exc))
         return pb.RerankResponse()

@@ -27,7 +27,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Bump when the stored value layout changes. v2: the pipeline stores each input's token and
-# window counts after the vector (serving.pipeline.ENTRY_EXTRA), so a hit is never tokenized.
+# window counts after the vector (serving.pipeline.embed.ENTRY_EXTRA), so a hit is never tokenized.
 FORMAT_VERSION = "v2"
 VALUE_DTYPE = np.dtype("<f4")
 _LATENCY_WINDOW = 2048  # get-call latencies kept for mean/p99

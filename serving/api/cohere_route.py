@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from models.errors import EmbedError, InvalidInput, InvalidOption
 from models.postprocess import EncodingFormat, OutputOptions
 from models.tokenizer import Truncate
-from serving.errors import as_embed_error, http_status, retry_after
-from serving.frontend import Frontend
-from serving.http_io import error_responses, openapi_body, parse_body, read_json, timing_headers
-from serving.pipeline import EmbedJob, EmbedOutcome
+from serving.api.errors import as_embed_error, http_status, retry_after
+from serving.api.ingress_core import Frontend
+from serving.api.http_bodies import error_responses, openapi_body, parse_body, read_json, timing_headers
+from serving.pipeline.embed import EmbedJob, EmbedOutcome
 
 TRUNCATE = {"NONE": Truncate.NONE, "START": Truncate.START, "END": Truncate.END, "WINDOW": Truncate.WINDOW}
 EMBEDDING_TYPES = {f.value: f for f in EncodingFormat}  # float, base64, int8, uint8, binary, ubinary
@@ -183,15 +183,7 @@ def job_from_cohere(req: CohereEmbedRequest) -> EmbedJob:
     texts = texts_of(req)
     formats = formats_of(req)
     opts = OutputOptions(req.output_dimension, formats[0], normalize=True)
-    return EmbedJob(req.model, texts, None, opts, truncate_of(req), req.input_type, tuple(formats[1:]))
-
-
-def check_max_tokens(req: CohereEmbedRequest, max_input_tokens: int) -> None:
-    if req.max_tokens is not None and req.max_tokens < max_input_tokens:
-        raise InvalidOption(
-            f"max_tokens below the model's maximum ({max_input_tokens}) is not supported; leave it out.",
-            param="max_tokens",
-        )
+    return EmbedJob(req.model, texts, None, opts, truncate_of(req), req.input_type, tuple(formats[1:]), req.max_tokens)
 
 
 def render(outcome: EmbedOutcome, texts: list[str]) -> bytes:
@@ -217,8 +209,7 @@ def add_cohere_routes(app: FastAPI, frontend: Callable[[], Frontend]) -> None:
         fe.authenticate(request.headers.get("authorization"))
         req = parse_body(CohereEmbedRequest, await read_json(request, fe.max_payload_bytes))
         job = job_from_cohere(req)
-        check_max_tokens(req, fe.pipeline.runtime(req.model).spec.max_seq_length)
-        outcome = await fe.embed(job, "cohere")
+        outcome = await fe.embed(fe.admit(job, "cohere"), "cohere")
         return Response(render(outcome, job.texts), media_type="application/json", headers=timing_headers(outcome))
 
     app.router.add_api_route(

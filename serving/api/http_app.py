@@ -1,66 +1,30 @@
-"""The OpenAI-compatible HTTP API: translates JSON into the core's EmbedJob and back."""
+"""The HTTP app: one FastAPI app holding every HTTP front door (OpenAI, Cohere, rerank, sparse),
+the service's own routes (/v1/models, /tokenize, /health, /ready, /stats) and the OpenAI-shaped
+error handlers every non-Cohere route answers with."""
 
 from __future__ import annotations
 
-
-import orjson
 from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import EmbedError, InputTooLong, InvalidInput
-from models.postprocess import EncodingFormat, OutputOptions, parse_format
-from models.prompts import resolve_prompt
 from models.tokenizer import Truncate
-from serving.cohere_api import add_cohere_routes
-from serving.errors import as_embed_error, error_body, http_status, retry_after
-from serving.frontend import Frontend
-from serving.http_io import error_responses, openapi_body, parse_body, read_json, timing_headers
-from serving.pipeline import EmbedJob, EmbedOutcome
-from serving.rerank_api import add_rerank_routes
-from serving.sparse_http import add_sparse_routes
-from serving.protocol import (
-    EmbeddingRequest,
-    EmbeddingResponse,
-    ErrorResponse,
-    ModelList,
-    TokenizeRequest,
-    TokenizeResponse,
-)
+from serving.api.admission import admit
+from serving.api.cohere_route import add_cohere_routes
+from serving.api.errors import as_embed_error, error_body, http_status, retry_after
+from serving.api.http_bodies import error_responses, openapi_body, parse_body, read_json
+from serving.api.ingress_core import Frontend
+from serving.api.openai_route import add_openai_routes
+from serving.api.openai_wire import ErrorResponse, ModelList, TokenizeRequest, TokenizeResponse
+from serving.api.rerank_routes import add_rerank_routes
+from serving.api.sparse_routes import add_sparse_routes
+from serving.pipeline.embed import EmbedJob
 
 ERRORS = error_responses(ErrorResponse)
-
-
-TOKEN_IDS_REFUSED = (
-    "input is an array of token ids, and this service embeds text: send the text itself (or ids from this "
-    "service's own POST /tokenize, once EMBEDSERVE_ACCEPT_TOKEN_IDS=true). Ids from another tokenizer embed the "
-    "wrong text. LangChain's OpenAIEmbeddings sends tiktoken ids by default: give it "
-    "check_embedding_ctx_length=False."
-)
-
-
-def job_from_request(req: EmbeddingRequest, accept_token_ids: bool = False) -> EmbedJob:
-    """The core's job for an OpenAI request; token ids only with `accept_token_ids`
-    (Settings.accept_token_ids), as no client can know this service's tokenizer but from /tokenize."""
-    inp = req.input
-    texts = token_ids = None
-    if isinstance(inp, str):
-        texts = [inp]
-    elif not inp:
-        raise InvalidInput("input must not be empty.", param="input")
-    elif isinstance(inp[0], str):
-        texts = list(inp)
-    elif not accept_token_ids:
-        raise InvalidInput(TOKEN_IDS_REFUSED, param="input", code="token_ids_not_accepted")
-    elif isinstance(inp[0], int):
-        token_ids = [list(inp)]
-    else:
-        token_ids = [list(x) for x in inp]
-    opts = OutputOptions(req.dimensions, parse_format(req.encoding_format), req.normalize)
-    return EmbedJob(req.model, texts, token_ids, opts, Truncate.parse(req.truncate), req.input_type)
 
 
 def cut(rt, text: str, prompt: str) -> bool:
@@ -70,22 +34,6 @@ def cut(rt, text: str, prompt: str) -> bool:
         return False
     except InputTooLong:
         return True
-
-
-def render(outcome: EmbedOutcome, fmt: EncodingFormat) -> bytes:
-    """The response body, serialized once, straight from numpy (no pydantic or list round trip
-    on the hot path). float32 values are written in their shortest exact form."""
-    vectors = outcome.vectors
-    data = [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)]
-    for item, n in zip(data, outcome.windows or ()):
-        item["windows"] = n
-    body = {
-        "object": "list",
-        "data": data,
-        "model": outcome.model_id,
-        "usage": {"prompt_tokens": outcome.prompt_tokens, "total_tokens": outcome.prompt_tokens},
-    }
-    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def error_response(err: EmbedError) -> JSONResponse:
@@ -126,24 +74,7 @@ def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
         fe.authenticate(request.headers.get("authorization"))
         return fe
 
-    @app.post(
-        "/v1/embeddings",
-        response_model=EmbeddingResponse,
-        responses=ERRORS,
-        openapi_extra=openapi_body(EmbeddingRequest),
-        summary="Create embeddings (OpenAI-compatible)",
-    )
-    async def embeddings(request: Request) -> Response:
-        fe = await authorized(request)
-        req = parse_body(EmbeddingRequest, await read_json(request, fe.max_payload_bytes))
-        job = job_from_request(req, fe.accept_token_ids)
-        outcome = await fe.embed(job, "http")
-        return Response(
-            render(outcome, job.options.encoding_format),
-            media_type="application/json",
-            headers=timing_headers(outcome),
-        )
-
+    add_openai_routes(app, frontend, authorized)
     add_cohere_routes(app, frontend)
     add_rerank_routes(app, frontend)
     add_sparse_routes(app, frontend)
@@ -165,9 +96,8 @@ def build_http_app(frontend: Callable[[], Frontend]) -> FastAPI:
         fe = await authorized(request)
         req = parse_body(TokenizeRequest, await read_json(request, fe.max_payload_bytes))
         texts = [req.input] if isinstance(req.input, str) else req.input
-        rt = fe.pipeline.runtime(req.model)
-        fe.pipeline.check_count(EmbedJob(req.model, texts))
-        prompt = resolve_prompt(rt.prompts, req.input_type)
+        admitted = admit(fe.served, EmbedJob(req.model, texts, input_type=req.input_type), any_task=True)
+        rt, prompt = admitted.runtime, admitted.prompt
         seqs = rt.tokenizer.encode(texts, Truncate.END, prompt)
         full = rt.spec.max_seq_length
         return {"model": rt.spec.id, "tokens": [s.tolist() for s in seqs], "counts": [len(s) for s in seqs],

@@ -1,4 +1,5 @@
-"""Rerank through the same pipeline as embeddings: admission, the served model's runtime, and
+"""Rerank through the same pipeline as embeddings: the bound on requests in flight, the served
+model's runtime (both the job and its runtime come admitted: serving.api.admission), and
 the encoders reached by `Pipeline.encode_missing` (length-sorted chunks into the continuous
 batcher: a pair is one sequence, models.rerank). Scores get the model's own activation here.
 
@@ -17,11 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.errors import InvalidOption
-from models.rerank import PairTokenizer, activate, check_pairs, rank
-from serving.cache import KeySpace
-from serving.pipeline import ModelRuntime, Pipeline, _Ticket
-from serving.tasks import require_task
+from models.rerank import PairTokenizer, activate, rank
+from serving.pipeline.cache import KeySpace
+from serving.pipeline.embed import Pipeline
+from serving.pipeline.in_flight import Ticket
+from serving.pipeline.runtime import Admitted, ModelRuntime
 
 
 @dataclass(frozen=True)
@@ -77,29 +78,19 @@ def rerank_keyspace(rt: ModelRuntime, max_tokens_per_doc: int | None) -> KeySpac
     return space
 
 
-def check_job(job: RerankJob, max_documents: int) -> None:
-    check_pairs(job.query, job.documents, max_documents)
-    if job.top_n is not None and job.top_n < 1:
-        raise InvalidOption("top_n must be at least 1.", param="top_n")
-    if job.max_tokens_per_doc is not None and job.max_tokens_per_doc < 1:  # before the cache: a hit is not tokenized
-        raise InvalidOption("max_tokens_per_doc must be at least 1.", param="max_tokens_per_doc")
-
-
-async def rerank(pipeline: Pipeline, job: RerankJob) -> RerankOutcome:
-    with pipeline.admission:
+async def rerank(pipeline: Pipeline, admitted: Admitted) -> RerankOutcome:
+    """An admitted RerankJob (serving.api.admission), within the pipeline's bound on requests in flight."""
+    with pipeline.in_flight:
         pipeline.on_the_way += 1
-        ticket = _Ticket(pipeline)
+        ticket = Ticket(pipeline)
         try:
-            return await _rerank(pipeline, job, ticket)
+            return await _rerank(pipeline, admitted.job, admitted.runtime, ticket)
         finally:
             ticket.arrive()
 
 
-async def _rerank(pipeline: Pipeline, job: RerankJob, ticket: _Ticket) -> RerankOutcome:
+async def _rerank(pipeline: Pipeline, job: RerankJob, rt: ModelRuntime, ticket: Ticket) -> RerankOutcome:
     t0 = time.perf_counter()
-    rt = pipeline.runtime(job.model)
-    require_task(rt.spec, "rerank")
-    check_job(job, pipeline.max_inputs)
     space = rerank_keyspace(rt, job.max_tokens_per_doc)
     keys = [space.pair_key(job.query, d) for d in job.documents]
     first: dict[str, int] = {}

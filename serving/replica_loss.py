@@ -1,10 +1,10 @@
 """What Ray Serve's HTTP proxy gets from embedserve: one ASGI middleware, installed on every node
-through Ray's proxy callback (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serving.proxy:middlewares,
+through Ray's proxy callback (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serving.replica_loss:middlewares,
 set by serving.launch for a local Ray and by the Helm chart on every Ray pod).
 
 When an Ingress replica dies with requests in flight (its node lost, the replica killed), Ray's
 proxy answers those requests nothing, and uvicorn sends a bare `500 Internal Server Error`. The
-Ingress itself always answers (its errors are mapped once, serving/errors.py), so a request the
+Ingress itself always answers (its errors are mapped once, serving/api/errors.py), so a request the
 proxy left unanswered is one whose replica went away: it gets what any other request lost to a
 vanished replica gets, a 503 `unavailable` in OpenAI's error shape with Retry-After.
 """
@@ -16,10 +16,10 @@ import json
 from starlette.middleware import Middleware
 
 from models.errors import NotReady
-from serving.errors import error_body, retry_after
+from serving.api.errors import error_body, retry_after
 from serving.ray_listeners import adapt_ray_listeners
 
-CALLBACK = "serving.proxy:middlewares"
+CALLBACK = "serving.replica_loss:middlewares"
 adapt_ray_listeners()  # this process's Ray servers: on EMBEDSERVE_HOST, their ports reusable at once
 LOST = NotReady("The replica serving this request went away (a node was lost or a replica restarted); retry it.")
 

@@ -1,5 +1,5 @@
 """Ray's HTTP proxy answers nothing for a request whose Ingress replica died with it (uvicorn
-then sends a bare 500); serving/proxy.py's middleware, which every proxy runs (set by
+then sends a bare 500); serving/replica_loss.py's middleware, which every proxy runs (set by
 serving.launch and the Helm chart), makes that a 503 `unavailable` with Retry-After in
 OpenAI's error shape. Unit test of that one path with stand-in proxy apps; the node-loss test
 (tests/test_cluster_node_loss.py) shows it with real replicas dying."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from serving.proxy import CALLBACK, AnswerLostRequests, middlewares
+from serving.replica_loss import CALLBACK, AnswerLostRequests, middlewares
 
 
 def call(app) -> list[dict]:

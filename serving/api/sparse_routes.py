@@ -1,4 +1,4 @@
-"""The sparse (SPLADE) HTTP routes: JSON into the core's SparseJob (serving.sparse) and back.
+"""The sparse (SPLADE) HTTP routes: JSON into the core's SparseJob (serving.pipeline.sparse) and back.
 
 Two shapes of the same vectors:
 - `POST /embed_sparse`, text-embeddings-inference's: {inputs, truncate, truncation_direction,
@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import InvalidInput
 from models.tokenizer import Truncate
-from serving.frontend import Frontend
-from serving.http_io import error_responses, openapi_body, parse_body, read_json, timing_headers
-from serving.protocol import ErrorResponse
-from serving.sparse import SparseJob, SparseOutcome
+from serving.api.ingress_core import Frontend
+from serving.api.http_bodies import error_responses, openapi_body, parse_body, read_json, timing_headers
+from serving.api.openai_wire import ErrorResponse
+from serving.pipeline.sparse import SparseJob, SparseOutcome
 
 ERRORS = error_responses(ErrorResponse)
 
@@ -88,22 +88,14 @@ def _texts(inputs: str | list[str], param: str) -> list[str]:
     return list(inputs)
 
 
-def _model(fe: Frontend, name: str | None) -> str:
-    if name:
-        return name
-    if fe.sparse is None or not fe.sparse.models:
-        return ""  # the core says that no sparse model is served
-    return next(iter(fe.sparse.models.values())).spec.id
-
-
-def job_from_tei(req: TeiSparseRequest, fe: Frontend) -> SparseJob:
+def job_from_tei(req: TeiSparseRequest) -> SparseJob:
     side = Truncate.START if req.truncation_direction.lower() == "left" else Truncate.END
-    return SparseJob(_model(fe, req.model), _texts(req.inputs, "inputs"), side if req.truncate else Truncate.NONE,
+    return SparseJob(req.model or None, _texts(req.inputs, "inputs"), side if req.truncate else Truncate.NONE,
                      req.prompt_name, req.top_k, req.return_text)
 
 
-def job_from_openai(req: SparseEmbeddingRequest, fe: Frontend) -> SparseJob:
-    return SparseJob(_model(fe, req.model), _texts(req.input, "input"), Truncate(req.truncate), req.input_type,
+def job_from_openai(req: SparseEmbeddingRequest) -> SparseJob:
+    return SparseJob(req.model or None, _texts(req.input, "input"), Truncate(req.truncate), req.input_type,
                      req.top_k, req.return_tokens)
 
 
@@ -131,13 +123,13 @@ def render_openai(outcome: SparseOutcome) -> bytes:
 
 
 def add_sparse_routes(app: FastAPI, frontend: Callable[[], Frontend]) -> None:
-    """Mounted on `app` itself, like the Cohere route (see serving.cohere_api.add_cohere_routes)."""
+    """Mounted on `app` itself, like the Cohere route (see serving.api.cohere_route.add_cohere_routes)."""
 
     async def run(request: Request, model, to_job, render) -> Response:
         fe = frontend()
         fe.authenticate(request.headers.get("authorization"))
-        job = to_job(parse_body(model, await read_json(request, fe.max_payload_bytes)), fe)
-        outcome = await fe.embed_sparse(job, "http")
+        job = to_job(parse_body(model, await read_json(request, fe.max_payload_bytes)))
+        outcome = await fe.embed_sparse(fe.admit(job, "http"), "http")
         return Response(render(outcome), media_type="application/json", headers=timing_headers(outcome))
 
     async def embed_sparse(request: Request) -> Response:

@@ -1,5 +1,6 @@
 """Sparse (SPLADE) embeddings for every front door (HTTP /embed_sparse and /v1/embeddings/sparse,
-gRPC SparseService.EmbedSparse): validate -> prompt -> tokenize -> the model's continuous batcher
+gRPC SparseService.EmbedSparse), on a job the admission check passed (serving.api.admission:
+model, inputs, top_k, prompt): tokenize -> the model's continuous batcher
 (by tokens, length-sorted runs; models.sparse) -> prune to top_k -> token strings on request.
 
 Sparse models run in the ingress replica (whatever `encoder_placement` says) and are not cached: a
@@ -15,15 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.artifacts import ModelArtifacts
-from models.batcher import ContinuousBatcher
+from models.continuous_batcher import ContinuousBatcher
 from models.batching import round_tokens
 from models.encoder import EncodeStats
-from models.errors import InvalidInput, InvalidOption, ModelNotFound, TooManyInputs
-from models.prompts import accepted_input_types, prompt_table, resolve_prompt
-from models.sparse import SPARSE_VARIANTS, SparseModel, SparseVector, check_top_k, sparsify
-from models.specs import ModelSpec, resolve_model
+from models.prompts import accepted_input_types, prompt_table
+from models.sparse import SPARSE_VARIANTS, SparseModel, SparseVector, sparsify
+from models.specs import ModelSpec
 from models.tokenizer import Truncate
-from serving.tasks import require_task
+from serving.pipeline.runtime import Admitted
 
 
 @dataclass(frozen=True)
@@ -85,45 +85,15 @@ def describe_sparse(local: LocalSparse) -> dict:
 
 
 class SparseService:
-    def __init__(self, models: dict[str, LocalSparse], dense: dict[str, ModelSpec], admission, max_inputs: int = 2048):
+    def __init__(self, models: dict[str, LocalSparse], in_flight):
         self.models = models
-        self.dense = dense  # the dense models served beside: named here, they get a clear 400
-        self.admission = admission  # shared with the dense pipeline: one bound on requests in flight
-        self.max_inputs = max_inputs
+        self.in_flight = in_flight  # shared with the dense pipeline: one bound on requests in flight
 
-    def model(self, name: str) -> LocalSparse:
-        try:
-            key = resolve_model(name).key
-        except ModelNotFound:
-            key = None
-        if key in self.models:
-            return self.models[key]
-        served = ", ".join(m.spec.id for m in self.models.values()) or "none"
-        if key in self.dense:
-            require_task(self.dense[key], "sparse")
-        raise ModelNotFound(f"The model '{name[:100]}' is not served here. Sparse models served here: {served}.",
-                            param="model")
-
-    def check(self, job: SparseJob) -> None:
-        if not job.texts:
-            raise InvalidInput("inputs must not be empty.", param="inputs")
-        if len(job.texts) > self.max_inputs:
-            raise TooManyInputs(f"inputs has {len(job.texts)} items; at most {self.max_inputs} are allowed per request.",
-                                param="inputs")
-        for i, t in enumerate(job.texts):
-            if not t:
-                raise InvalidInput(f"inputs[{i}] is an empty string.", param="inputs")
-        if job.truncate is Truncate.WINDOW:
-            raise InvalidOption("truncate window is for dense vectors; a sparse vector reads one window (end, start "
-                                "or none).", param="truncate")
-        check_top_k(job.top_k)
-
-    async def embed(self, job: SparseJob) -> SparseOutcome:
-        with self.admission:
+    async def embed(self, admitted: Admitted) -> SparseOutcome:
+        """An admitted SparseJob (serving.api.admission), within the service's bound on requests in flight."""
+        job, local, prompt = admitted.job, admitted.runtime, admitted.prompt
+        with self.in_flight:
             t0 = time.perf_counter()
-            local = self.model(job.model)
-            self.check(job)
-            prompt = resolve_prompt(local.prompts, job.input_type)
             if len(job.texts) <= 8 and sum(len(t) for t in job.texts) <= 64 * 1024:
                 seqs = local.model.tokenize(job.texts, job.truncate, prompt)
             else:  # a big request is tokenized off the event loop, as the dense pipeline does

@@ -1,6 +1,7 @@
-"""The one request pipeline every front door calls (OpenAI and Cohere HTTP, gRPC):
+"""The dense embedding pipeline every front door calls (OpenAI and Cohere HTTP, gRPC), on a job
+the admission check passed (serving.api.admission: model, options, counts, prompt):
 
-validate -> prompt -> cache lookup (one MGET) -> tokenize the misses (long texts: windows) ->
+cache lookup (one MGET) -> tokenize the misses (long texts: windows) ->
 misses to the encoders in length-sorted chunks (windows ride as ordinary sequences, pooled back
 per text after) -> cache write (background) -> merge in input order -> post-process (once per
 format). A cached entry holds the input's token and window counts beside its vector, so a hit
@@ -14,34 +15,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field, replace
-from typing import Awaitable, Callable, NamedTuple
 
 import numpy as np
 
-from models.artifacts import ModelArtifacts
-from models.batcher import RoundInfo
 from models.batching import split_sorted
-from models.errors import EmbedError, InvalidInput, InvalidOption, ModelNotFound, Overloaded, TooManyInputs
-from models.postprocess import EncodingFormat, OutputOptions, postprocess_many, validate_options
-from models.prompts import prompt_table, resolve_prompt
-from models.specs import ModelSpec, resolve_model
-from models.tokenizer import TextTokenizer, Truncate
-from models.windows import DEFAULT_MAX_WINDOWS, DEFAULT_WINDOW_OVERLAP, pool_windows
-from serving.cache import EmbeddingCache, KeySpace
-from serving.tasks import require_task
-
-
-
-class Encoded(NamedTuple):
-    """What an encoder call gives back."""
-
-    vectors: np.ndarray  # pooled, full-dimension, in the order of the call's sequences
-    info: RoundInfo  # the round they were computed in
-    revision: str  # the model version that computed them: the checksum of the ONNX file it ran
-
-
-# (model key, token id arrays) -> Encoded
-EncodeFn = Callable[[str, list[np.ndarray]], Awaitable[Encoded]]
+from models.errors import EmbedError
+from models.postprocess import EncodingFormat, OutputOptions, postprocess_many
+from models.tokenizer import Truncate
+from serving.pipeline.cache import EmbeddingCache, KeySpace
+from serving.pipeline.in_flight import InFlightLimit, Ticket
+from serving.pipeline.runtime import Admitted, EncodeFn, ModelRuntime, pool_units
 
 
 @dataclass(frozen=True)
@@ -56,6 +39,7 @@ class EmbedJob:
     input_type: str | None = None  # picks the model's prompt (models.prompts); None: the plain text
     # Further output formats of the same vectors (Cohere's several embedding_types).
     more_formats: tuple[EncodingFormat, ...] = ()
+    max_tokens: int | None = None  # Cohere's: at least the model's maximum, or refused
 
     @property
     def count(self) -> int:
@@ -79,93 +63,6 @@ class EmbedOutcome:
     windows: list[int] | None = None  # windows each input took (Truncate.WINDOW only)
 
 
-@dataclass
-class ModelRuntime:
-    """What the ingress holds per served model: spec, tokenizer, prompts, scales, long-text
-    windows and cache key space."""
-
-    spec: ModelSpec
-    artifacts: ModelArtifacts
-    variant: str
-    tokenizer: TextTokenizer
-    prompts: dict[str, str] = field(default_factory=dict)  # input type -> prompt (models.prompts)
-    window_overlap: int = DEFAULT_WINDOW_OVERLAP
-    max_windows: int = DEFAULT_MAX_WINDOWS
-    _spaces: dict = field(default_factory=dict, repr=False, compare=False)  # (truncate, prompt) -> KeySpace
-
-    @classmethod
-    def load(
-        cls,
-        spec: ModelSpec,
-        artifacts: ModelArtifacts,
-        variant: str,
-        prompts: dict[str, str] | None = None,
-        window_overlap: int = DEFAULT_WINDOW_OVERLAP,
-        max_windows: int = DEFAULT_MAX_WINDOWS,
-    ) -> "ModelRuntime":
-        """`prompts` (the service setting) add to and override the spec's and the manifest's."""
-        artifacts.variant(variant)  # raises if that variant was not exported
-        tokenizer = TextTokenizer(artifacts.tokenizer_path, spec)
-        if tokenizer.content_size() <= window_overlap:
-            raise ValueError(f"window overlap {window_overlap} leaves no room in {spec.id}'s window")
-        table = prompt_table(spec.prompts, artifacts.prompts, prompts)
-        return cls(spec, artifacts, variant, tokenizer, table, window_overlap, max_windows)
-
-    def units(self, texts: list[str], truncate: Truncate, prompt: str = "") -> list[list[np.ndarray]]:
-        """Per text, the sequences the model reads: one, or a long text's windows."""
-        if truncate is Truncate.WINDOW:
-            return self.tokenizer.windows(texts, self.window_overlap, self.max_windows, prompt)
-        return [[s] for s in self.tokenizer.encode(texts, truncate, prompt)]
-
-    def keyspace(self, truncate: Truncate, prompt: str = "") -> KeySpace:
-        """Made once per (truncation, prompt): its prefix is a hash of its fields."""
-        space = self._spaces.get((truncate, prompt))
-        if space is None:
-            # "none" apart from "end": a hit is not tokenized again, so a text too long for
-            # truncate none must never find the vector its truncated self left under "end".
-            side = {Truncate.START: "start", Truncate.NONE: "none",
-                    Truncate.WINDOW: f"window/{self.window_overlap}/{self.max_windows}"}.get(truncate, "end")
-            space = self._spaces[(truncate, prompt)] = KeySpace(
-                model_id=self.spec.id,
-                revision=self.artifacts.checksum(self.variant),
-                variant=self.variant,
-                pooling=self.spec.pooling,
-                normalize=False,  # the cache holds pooled vectors; normalization comes after
-                max_length=self.spec.max_seq_length,
-                truncation_side=side,
-                prompt=prompt,
-            )
-        return space
-
-
-def pool_units(vectors: np.ndarray, units: list[list[np.ndarray]]) -> np.ndarray:
-    """One vector per unit from one per sequence: a long text's windows pooled back together."""
-    if sum(len(u) for u in units) == len(units):
-        return vectors
-    return pool_windows(vectors, [len(s) for u in units for s in u], [len(u) for u in units])
-
-
-class Admission:
-    """A bounded number of requests in flight; past it, refuse at once (never queue)."""
-
-    def __init__(self, limit: int, retry_after_s: float):
-        self.limit = limit
-        self.retry_after_s = retry_after_s
-        self.in_flight = 0
-
-    def __enter__(self):
-        if self.in_flight >= self.limit:
-            raise Overloaded(
-                f"The server is at capacity ({self.limit} requests in flight). Retry shortly.",
-                retry_after_s=self.retry_after_s,
-            )
-        self.in_flight += 1
-        return self
-
-    def __exit__(self, *exc):
-        self.in_flight -= 1
-
-
 class Pipeline:
     def __init__(
         self,
@@ -173,7 +70,7 @@ class Pipeline:
         encode: EncodeFn,
         cache: EmbeddingCache,
         *,
-        max_inputs: int = 2048,
+        max_inputs: int = 2048,  # per request: what serving.api.admission admits to
         chunk_size: int = 64,
         max_chunk_tokens: int = 8192,
         max_in_flight: int = 128,
@@ -185,46 +82,19 @@ class Pipeline:
         self.max_inputs = max_inputs
         self.chunk_size = chunk_size
         self.max_chunk_tokens = max_chunk_tokens
-        self.admission = Admission(max_in_flight, retry_after_s)
+        self.in_flight = InFlightLimit(max_in_flight, retry_after_s)
         # Requests admitted that have not reached the encoders yet (nor left without them): an
-        # idle encoder waits for these, and for nobody else (models.batcher; the ingress hands
+        # idle encoder waits for these, and for nobody else (models.continuous_batcher; the ingress hands
         # the count with each encoder call).
         self.on_the_way = 0
         # Observed work: what reached the encoders (the cache's benefit shows here).
         self.encoder_calls = 0
         self.encoded_texts = 0
 
-    def runtime(self, model: str) -> ModelRuntime:
-        """The served model `model` names; a 404 that lists the served ones (not the registry's)."""
-        try:
-            rt = self.runtimes.get(resolve_model(model).key)
-        except ModelNotFound:
-            rt = None
-        if rt is None:
-            served = ", ".join(r.spec.id for r in self.runtimes.values())
-            raise ModelNotFound(
-                f"The model '{model[:100]}' is not served here. Served models: {served}.", param="model"
-            )
-        return rt
-
-    def check_count(self, job: EmbedJob) -> None:
-        if job.count == 0:
-            raise InvalidInput("input must not be empty.", param="input")
-        if job.count > self.max_inputs:
-            raise TooManyInputs(
-                f"input has {job.count} items; at most {self.max_inputs} are allowed per request.",
-                param="input",
-            )
-        if job.texts is not None:
-            for i, t in enumerate(job.texts):
-                if not t:
-                    raise InvalidInput(f"input[{i}] is an empty string.", param="input")
-
     @staticmethod
     def units(rt: ModelRuntime, job: EmbedJob, prompt: str = "") -> list[list[np.ndarray]]:
         """Per input, the sequences the model reads: one, or a long text's windows."""
         if job.texts is None:
-            check_prompt(job, prompt)
             return [[s] for s in rt.tokenizer.encode_ids(job.token_ids, job.truncate)]
         return rt.units(job.texts, job.truncate, prompt)
 
@@ -235,25 +105,18 @@ class Pipeline:
             return self.units(rt, job, prompt)
         return await asyncio.to_thread(self.units, rt, job, prompt)
 
-    async def embed(self, job: EmbedJob) -> EmbedOutcome:
-        with self.admission:
+    async def embed(self, admitted: Admitted) -> EmbedOutcome:
+        """An admitted EmbedJob (serving.api.admission): within the bound on requests in flight."""
+        with self.in_flight:
             self.on_the_way += 1
-            ticket = _Ticket(self)
+            ticket = Ticket(self)
             try:
-                return await self._embed(job, ticket)
+                return await self._embed(admitted.job, admitted.runtime, admitted.prompt, ticket)
             finally:
                 ticket.arrive()
 
-    async def _embed(self, job: EmbedJob, ticket: "_Ticket | None" = None) -> EmbedOutcome:
+    async def _embed(self, job: EmbedJob, rt: ModelRuntime, prompt: str, ticket: Ticket | None = None) -> EmbedOutcome:
         t0 = time.perf_counter()
-        rt = self.runtime(job.model)
-        require_task(rt.spec, "embed")
-        for fmt in job.formats:
-            validate_options(rt.spec, replace(job.options, encoding_format=fmt))
-        self.check_count(job)
-        prompt = resolve_prompt(rt.prompts, job.input_type)
-        check_prompt(job, prompt)
-
         pooled, counts, hits, timings, batch = await self.pooled_vectors(rt, job, prompt, ticket)
         t2 = time.perf_counter()
         outputs = postprocess_many(pooled, rt.spec, job.options, job.formats, rt.artifacts.int8_scales)
@@ -266,7 +129,7 @@ class Pipeline:
         )
 
     async def pooled_vectors(
-        self, rt: ModelRuntime, job: EmbedJob, prompt: str = "", ticket: "_Ticket | None" = None,
+        self, rt: ModelRuntime, job: EmbedJob, prompt: str = "", ticket: "Ticket | None" = None,
     ) -> tuple[np.ndarray, np.ndarray, int, dict[str, float], int]:
         """Full-dimension pooled vectors in input order, cache hits merged with fresh ones, and
         each input's (tokens, windows). Only the misses are tokenized; duplicate inputs within
@@ -345,7 +208,7 @@ class Pipeline:
         return np.ascontiguousarray(rows[:, : rt.spec.dimension]), rows[:, rt.spec.dimension :], 0, timings, info.texts
 
     async def encode_missing(
-        self, rt: ModelRuntime, units: list[list[np.ndarray]], ticket: "_Ticket | None" = None
+        self, rt: ModelRuntime, units: list[list[np.ndarray]], ticket: "Ticket | None" = None
     ) -> tuple[np.ndarray, float, float, int, set[str]]:
         """One pooled vector per unit (a text's sequence, or a long text's windows). Every
         sequence goes out alone in length-sorted chunks, sent concurrently, so a big request
@@ -384,24 +247,4 @@ def entries(vectors: np.ndarray, units: list[list[np.ndarray]]) -> np.ndarray:
     return out
 
 
-def check_prompt(job: EmbedJob, prompt: str) -> None:
-    if prompt and job.texts is None:
-        raise InvalidOption(
-            f"input_type '{job.input_type}' puts a prompt before the text; token ids are embedded as given.",
-            param="input_type",
-        )
 
-
-class _Ticket:
-    """One request's place in `Pipeline.on_the_way`, given up once: when its encoder calls go
-    out, or when it ends without any (cache hits, errors)."""
-
-    __slots__ = ("pipeline",)
-
-    def __init__(self, pipeline: Pipeline):
-        self.pipeline = pipeline
-
-    def arrive(self) -> None:
-        if self.pipeline is not None:
-            self.pipeline.on_the_way -= 1
-            self.pipeline = None

@@ -1,6 +1,6 @@
 """Rerank over HTTP: `POST /v2/rerank` in Cohere's shape (errors as Cohere's `{"message"}`)
 and `POST /v1/rerank` in the shape vLLM and Jina use (errors as the OpenAI routes'). Both build
-the core's RerankJob and call the same pipeline (serving.reranking): same auth, limits (the
+the core's RerankJob and call the same pipeline (serving.pipeline.reranking): same auth, limits (the
 service's max inputs: documents per request), metrics and timing headers as the embed routes.
 
 A one-label cross-encoder's relevance_score is its sigmoid, as CrossEncoder.predict gives it;
@@ -17,11 +17,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from serving.cohere_api import API_VERSION, ApiVersion, CohereError, CohereRoute
-from serving.frontend import Frontend
-from serving.http_io import error_responses, openapi_body, parse_body, read_json, timing_headers
-from serving.protocol import ErrorResponse
-from serving.reranking import RerankJob, RerankOutcome
+from serving.api.cohere_route import API_VERSION, ApiVersion, CohereError, CohereRoute
+from serving.api.ingress_core import Frontend
+from serving.api.http_bodies import error_responses, openapi_body, parse_body, read_json, timing_headers
+from serving.api.openai_wire import ErrorResponse
+from serving.pipeline.reranking import RerankJob, RerankOutcome
 
 
 # ---- Cohere v2 -------------------------------------------------------------------------------
@@ -130,14 +130,14 @@ def render_v1(outcome: RerankOutcome, req: RerankRequest) -> bytes:
 
 
 def add_rerank_routes(app: FastAPI, frontend: Callable[[], Frontend]) -> None:
-    """Mounted on `app` itself, as serving.cohere_api's route (Ray pickles the closure)."""
+    """Mounted on `app` itself, as serving.api.cohere_route's route (Ray pickles the closure)."""
 
     async def cohere_rerank(request: Request) -> Response:
         fe = frontend()
         fe.authenticate(request.headers.get("authorization"))
         req = parse_body(CohereRerankRequest, await read_json(request, fe.max_payload_bytes))
         job = RerankJob(req.model, req.query, list(req.documents), req.top_n, req.max_tokens_per_doc)
-        outcome = await fe.rerank(job, "cohere")
+        outcome = await fe.rerank(fe.admit(job, "cohere"), "cohere")
         return Response(render_cohere(outcome, req), media_type="application/json", headers=timing_headers(outcome))
 
     app.router.add_api_route(
@@ -150,7 +150,8 @@ def add_rerank_routes(app: FastAPI, frontend: Callable[[], Frontend]) -> None:
         fe = frontend()
         fe.authenticate(request.headers.get("authorization"))
         req = parse_body(RerankRequest, await read_json(request, fe.max_payload_bytes))
-        outcome = await fe.rerank(RerankJob(req.model, req.query, list(req.documents), req.top_n), "http")
+        job = RerankJob(req.model, req.query, list(req.documents), req.top_n)
+        outcome = await fe.rerank(fe.admit(job, "http"), "http")
         return Response(render_v1(outcome, req), media_type="application/json", headers=timing_headers(outcome))
 
     app.router.add_api_route(

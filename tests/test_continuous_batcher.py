@@ -10,7 +10,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from models.batcher import ContinuousBatcher, take_round
+from models.continuous_batcher import ContinuousBatcher, take_round
 from models.encoder import EncodeStats
 from tests.support.engine import encoder, fidelity_texts
 

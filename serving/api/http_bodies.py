@@ -9,7 +9,7 @@ from fastapi import Request
 from pydantic import ValidationError
 
 from models.errors import InvalidInput, PayloadTooLarge
-from serving.pipeline import EmbedOutcome
+from serving.pipeline.embed import EmbedOutcome
 
 
 def timing_headers(outcome: EmbedOutcome) -> dict[str, str]:
