@@ -91,15 +91,27 @@ def split_sorted(lengths: list[int], max_rows: int, max_tokens: int) -> list[lis
     return groups
 
 
+def stepped_width(width: int, step: int = 1, limit: int | None = None) -> int:
+    """The width a run of rows at most `width` long is padded to: rounded up to a multiple of
+    `step` (fewer distinct shapes for the runtime to prepare and cache), never past `limit`
+    (the model's maximum length) nor below `width`."""
+    if step <= 1:
+        return width
+    stepped = -(-width // step) * step
+    return max(width, min(stepped, limit)) if limit else stepped
+
+
 def plan_batches(
-    lengths: list[int], max_batch_size: int, max_batch_tokens: int, cost: CostModel = DEFAULT_COST
+    lengths: list[int], max_batch_size: int, max_batch_tokens: int, cost: CostModel = DEFAULT_COST,
+    width_step: int = 1, width_limit: int | None = None,
 ) -> list[list[int]]:
     """Group indices into batches of at most `max_batch_size` rows and `max_batch_tokens`
     padded tokens (a single row longer than the budget still gets a batch of its own), at the
     least total modelled `cost`: rows sorted longest first, cut where padding would cost more
-    than another run (dynamic programming over the cut points)."""
+    than another run (dynamic programming over the cut points). Runs are padded to
+    `stepped_width(longest, width_step, width_limit)`, and planned at that width."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    widths = [lengths[i] for i in order]
+    widths = [stepped_width(lengths[i], width_step, width_limit) for i in order]
     n = len(order)
     best = [0.0] + [float("inf")] * n  # best[j]: cheapest plan for the first j sorted rows
     cut = [0] * (n + 1)

@@ -27,6 +27,7 @@ from models.batching import (
     CostModel,
     fit_cost_model,
     plan_batches,
+    stepped_width,
 )
 from models.head import Head
 from models.pooling import pool
@@ -49,9 +50,9 @@ class EncodeStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
-def pad_batch(seqs: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad to the longest row: (input_ids, attention_mask), both int64."""
-    width = max(len(s) for s in seqs)
+def pad_batch(seqs: list[np.ndarray], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad to `width` (default: the longest row): (input_ids, attention_mask), both int64."""
+    width = max(max(len(s) for s in seqs), width or 0)
     ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), width), dtype=np.int64)
     for row, s in enumerate(seqs):
@@ -71,6 +72,7 @@ class Encoder:
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         *,
+        width_step: int = 1,
         streams: int = 1,
         floor: FidelityFloor = FidelityFloor(),
         cpu: cpuinfo.CpuInfo | None = None,
@@ -86,6 +88,7 @@ class Encoder:
         self.head = Head.load(spec.dense, artifacts.root)  # Dense layers after pooling (None: none)
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.width_step = width_step  # runs padded to a multiple of it (models.batching.stepped_width)
         self.cost: CostModel = DEFAULT_COST
         self._opened: dict[str, Session] = {}
         self.choice: Choice = choose(
@@ -148,8 +151,11 @@ class Encoder:
         out = np.empty((len(seqs), self.spec.dimension), dtype=np.float32)
         if not seqs:
             return out
-        plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, cost or self.cost)
-        for batch, vectors in run_planned(self.session, seqs, plan, self.spec.pad_token_id, self._reduce, stats):
+        limit = self.spec.max_seq_length
+        plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, cost or self.cost,
+                            self.width_step, limit)
+        for batch, vectors in run_planned(self.session, seqs, plan, self.spec.pad_token_id, self._reduce, stats,
+                                          self.width_step, limit):
             out[batch] = vectors
         return out
 
@@ -216,10 +222,13 @@ class Encoder:
 
 
 def run_planned(session, seqs: list[np.ndarray], plan: list[list[int]], pad_token_id: int, reduce,
-                stats: EncodeStats | None = None) -> list[tuple[list[int], np.ndarray]]:
-    """Each planned batch of `seqs` padded, run and reduced (`reduce(outputs, mask)`) by
-    `session`: (the batch's indices, its rows), in plan order; `stats` counts time and tokens."""
-    padded = [pad_batch([seqs[i] for i in batch], pad_token_id) for batch in plan]
+                stats: EncodeStats | None = None, width_step: int = 1,
+                width_limit: int | None = None) -> list[tuple[list[int], np.ndarray]]:
+    """Each planned batch of `seqs` padded (to `stepped_width` of its longest row), run and
+    reduced (`reduce(outputs, mask)`) by `session`: (the batch's indices, its rows), in plan
+    order; `stats` counts time and tokens."""
+    padded = [pad_batch(rows, pad_token_id, stepped_width(max(len(r) for r in rows), width_step, width_limit))
+              for rows in ([seqs[i] for i in batch] for batch in plan)]
     t0 = time.perf_counter()
     pooled = session.run_reduced(padded, reduce)
     if stats is not None:

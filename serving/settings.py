@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(
         DEFAULT_MAX_BATCH_TOKENS, ge=512, description="Most padded tokens in one encoder run (a batching round gathers 16x this)."
     )
+    pad_width_step: int = Field(
+        1, ge=1, le=64,
+        description="Pad each encoder run to a multiple of this many tokens (fewer distinct shapes for the runtime to "
+                    "prepare and cache; 1: to the longest row).",
+    )
     batch_wait_timeout_ms: float = Field(
         5.0, ge=0, description="Most an idle encoder waits for requests already on their way to it (admitted, not yet "
         "at the encoder) to share its round; a request nobody follows starts at once."
@@ -201,6 +206,7 @@ class Settings(BaseSettings):
             "intra_op_threads": self.intra_op_threads,
             "max_batch_size": self.max_batch_size,
             "max_batch_tokens": self.max_batch_tokens,
+            "width_step": self.pad_width_step,
             "streams": self.openvino_streams,
             "floor": FidelityFloor(self.fidelity_min_cos, self.fidelity_top10_kept),
             "cpu": detected if self.cpu_features is None else detected.with_flags(set(self.cpu_features)),

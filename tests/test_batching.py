@@ -7,8 +7,16 @@ import random
 import numpy as np
 import pytest
 
-from models.batching import DEFAULT_COST, PROBE_SHAPES, fit_cost_model, padded_tokens, plan_batches, split_sorted
-from models.encoder import pad_batch
+from models.batching import (
+    DEFAULT_COST,
+    PROBE_SHAPES,
+    fit_cost_model,
+    padded_tokens,
+    plan_batches,
+    split_sorted,
+    stepped_width,
+)
+from models.encoder import EncodeStats, pad_batch
 from tests.support.engine import encoder, fidelity_texts
 
 
@@ -47,6 +55,39 @@ def test_plan_batches_covers_every_index_once_within_budgets():
     for b in batches:
         assert len(b) <= 32
         assert padded_tokens([lengths[i] for i in b]) <= 4096
+
+
+def test_stepped_widths_round_up_within_the_models_maximum():
+    assert [stepped_width(w, 16, 256) for w in (1, 16, 17, 250, 256)] == [16, 16, 32, 256, 256]
+    assert stepped_width(300, 16, 256) == 300  # a row past the limit is never cut here
+    assert [stepped_width(w, 1, 256) for w in (1, 17, 250)] == [1, 17, 250]
+
+
+def test_plans_at_a_width_step_keep_the_budget_at_the_padded_width():
+    rng = random.Random(2)
+    lengths = [rng.randint(1, 256) for _ in range(300)]
+    batches = plan_batches(lengths, max_batch_size=32, max_batch_tokens=2048, width_step=16, width_limit=256)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    for b in batches:
+        width = stepped_width(max(lengths[i] for i in b), 16, 256)
+        assert len(b) == 1 or len(b) * width <= 2048
+
+
+def test_runs_padded_to_a_width_step_give_the_same_vectors_and_count_their_padding():
+    enc = encoder("all-MiniLM-L6-v2")
+    texts = fidelity_texts()[:40]
+    seqs = enc.tokenize(texts)
+    exact_stats, stepped_stats = EncodeStats(), EncodeStats()
+    exact = enc.encode_ids(seqs, exact_stats)
+    enc.width_step = 16
+    try:
+        stepped = enc.encode_ids(seqs, stepped_stats)
+    finally:
+        enc.width_step = 1
+    np.testing.assert_allclose(stepped, exact, atol=1e-5)
+    assert stepped_stats.tokens == exact_stats.tokens == sum(len(s) for s in seqs)
+    assert stepped_stats.padded_tokens > exact_stats.padded_tokens
+    assert stepped_stats.padded_tokens % 16 == 0
 
 
 def test_plan_batches_sorts_by_length_to_cut_padding():
