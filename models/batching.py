@@ -91,6 +91,20 @@ def split_sorted(lengths: list[int], max_rows: int, max_tokens: int) -> list[lis
     return groups
 
 
+# The width step `auto` (0) picks per backend. OpenVINO prepares kernels per input shape (a
+# new shape's first run costs ~1.3x a repeat, and the engine keeps 128): with runs padded to a
+# multiple of 16 tokens, service-like rounds of all-MiniLM-L6-v2 in bf16 on an AMX Xeon ran
+# 1.27-1.30x the real tokens/s of exact widths despite 11% padded tokens against 5%; in fp32
+# (a 6-layer cross-encoder) 1.01-1.02x (loadtest/FINDINGS.md, "Fewer shapes"). ONNX Runtime:
+# not measured, so unchanged.
+AUTO_WIDTH_STEP = {"openvino": 16}
+
+
+def width_step_for(backend: str, asked: int) -> int:
+    """The width step a session of `backend` runs with: `asked`, or for 0 (auto) the backend's."""
+    return asked if asked > 0 else AUTO_WIDTH_STEP.get(backend, 1)
+
+
 def stepped_width(width: int, step: int = 1, limit: int | None = None) -> int:
     """The width a run of rows at most `width` long is padded to: rounded up to a multiple of
     `step` (fewer distinct shapes for the runtime to prepare and cache), never past `limit`

@@ -28,6 +28,7 @@ from models.batching import (
     fit_cost_model,
     plan_batches,
     stepped_width,
+    width_step_for,
 )
 from models.head import Head
 from models.pooling import pool
@@ -88,7 +89,7 @@ class Encoder:
         self.head = Head.load(spec.dense, artifacts.root)  # Dense layers after pooling (None: none)
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.width_step = width_step  # runs padded to a multiple of it (models.batching.stepped_width)
+        self.width_step = 1  # exact widths while the variant is chosen (and measured), then:
         self.cost: CostModel = DEFAULT_COST
         self._opened: dict[str, Session] = {}
         self.choice: Choice = choose(
@@ -102,6 +103,8 @@ class Encoder:
         )
         self.variant = self.choice.variant.name
         self.session = self._open(self.choice.variant)
+        # Runs padded to a multiple of it (models.batching.stepped_width).
+        self.width_step = width_step_for(self.session.backend, width_step)
         self._opened.clear()  # sessions opened only to be measured are let go
         if self.session.precision != self.choice.variant.precision:
             log.warning(
@@ -207,6 +210,7 @@ class Encoder:
             "considered": self.choice.considered,
             "fidelity": self.choice.fidelity,
             "cost_model": {"overhead_tokens": self.cost.overhead_tokens, "attention_tokens": self.cost.attention_tokens},
+            "width_step": self.width_step,
         }
 
     def summary(self) -> str:

@@ -92,9 +92,9 @@ class Settings(BaseSettings):
         DEFAULT_MAX_BATCH_TOKENS, ge=512, description="Most padded tokens in one encoder run (a batching round gathers 16x this)."
     )
     pad_width_step: int = Field(
-        1, ge=1, le=64,
+        0, ge=0, le=64,
         description="Pad each encoder run to a multiple of this many tokens (fewer distinct shapes for the runtime to "
-                    "prepare and cache; 1: to the longest row).",
+                    "prepare and cache); 1: to the longest row; 0: the backend's (16 on OpenVINO, 1 on ONNX Runtime).",
     )
     batch_wait_timeout_ms: float = Field(
         5.0, ge=0, description="Most an idle encoder waits for requests already on their way to it (admitted, not yet "

@@ -15,6 +15,7 @@ from models.batching import (
     plan_batches,
     split_sorted,
     stepped_width,
+    width_step_for,
 )
 from models.encoder import EncodeStats, pad_batch
 from tests.support.engine import encoder, fidelity_texts
@@ -58,6 +59,8 @@ def test_plan_batches_covers_every_index_once_within_budgets():
 
 
 def test_stepped_widths_round_up_within_the_models_maximum():
+    assert width_step_for("openvino", 0) == 16 and width_step_for("onnxruntime", 0) == 1
+    assert width_step_for("openvino", 1) == 1 and width_step_for("onnxruntime", 8) == 8
     assert [stepped_width(w, 16, 256) for w in (1, 16, 17, 250, 256)] == [16, 16, 32, 256, 256]
     assert stepped_width(300, 16, 256) == 300  # a row past the limit is never cut here
     assert [stepped_width(w, 1, 256) for w in (1, 17, 250)] == [1, 17, 250]
