@@ -3,7 +3,7 @@ peak memory is its own:
 
   raw  the engine the service uses (the same variant choice, runtime, threads, streams, batch
        limits and measured cost model), in-process, on pre-tokenized texts: the whole set
-       length-sorted and planned (`models.batching.plan_batches`), batches handed to the
+       length-sorted and planned (`models.run_planner.plan_batches`), batches handed to the
        session as many at a time as it has streams. With another variant: that runtime's ceiling.
   raw1 the same engine, one text at a time: tokenize + run + pool + normalize of each text
        (`Encoder.embed`), timed one by one: the floor under an idle service's latency.
@@ -47,7 +47,7 @@ def _timed_batches(batches: list[list[int]], run_batch, runs: int) -> list[dict]
 
 def measure_raw(spec_in: dict) -> dict:
     from models import cpu as cpuinfo
-    from models.batching import padded_tokens, plan_batches
+    from models.run_planner import padded_tokens, plan_batches
     from models.encoder import Encoder, pad_batch
     from models.pooling import pool
     from models.specs import resolve_model

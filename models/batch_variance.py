@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from models.batching import CostModel
+from models.run_planner import CostModel
 from models.pooling import l2_normalize
 
 RUN_SIZES = (2, 4, 8, 16, 32, 64)

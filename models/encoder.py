@@ -2,7 +2,7 @@
 
 At load it picks the variant to run (models.variants: `auto` = the fastest this CPU runs natively
 whose measured fidelity clears the floor), opens it on its runtime (models.backends), and times a
-few batch shapes to fit that runtime's batching cost model (models.batching.CostModel).
+few batch shapes to fit that runtime's batching cost model (models.run_planner.CostModel).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from models import cpu as cpuinfo
-from models import fidelity
+from models import variant_fidelity as fidelity
 from models.artifacts import ModelArtifacts
 from models.backends import Session, available_backends, open_session
 from models.backends.onnxruntime import gpu_available
-from models.batching import (
+from models.run_planner import (
     DEFAULT_COST,
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_BATCH_TOKENS,
@@ -103,7 +103,7 @@ class Encoder:
         )
         self.variant = self.choice.variant.name
         self.session = self._open(self.choice.variant)
-        # Runs padded to a multiple of it (models.batching.stepped_width).
+        # Runs padded to a multiple of it (models.run_planner.stepped_width).
         self.width_step = width_step_for(self.session.backend, width_step)
         self._opened.clear()  # sessions opened only to be measured are let go
         if self.session.precision != self.choice.variant.precision:

@@ -18,17 +18,17 @@ from typing import Callable
 import numpy as np
 
 from models import cpu as cpuinfo
-from models import fidelity
+from models import variant_fidelity as fidelity
 from models.artifacts import MANIFEST_VERSION, ModelArtifacts, model_dir
 from models.backends import available_backends
-from models.calibration import fit_int8_scales
+from models.int8_scale import fit_int8_scales
 from models.corpus import calibration_texts, evaluation_texts
 from models.errors import EmbedError
 from models.head import HEAD_FILE, save_head
 from models.model_folder import DECODERS, spec_to_manifest
 from models.pooling import l2_normalize
 from models.prompts import read_prompts
-from models.quality import measure as measure_quality
+from models.lossy_cost import measure as measure_quality
 from models.rerank_export import check_exact_scores, measure_reranker
 from models.specs import ModelSpec
 from models.variants import VARIANTS
@@ -294,7 +294,7 @@ def measure_artifacts(spec: ModelSpec, artifact_dir: Path, manifest: dict, sourc
 
 def quality_table(spec: ModelSpec, artifacts: ModelArtifacts, say: Say, enc) -> tuple[dict, np.ndarray]:
     """Embeds the evaluation corpus with the fp32 graph and measures every lossy option
-    against its float top-10 neighbours (models.quality), with the manifest's int8 scales.
+    against its float top-10 neighbours (models.lossy_cost), with the manifest's int8 scales.
     Also returns the unit vectors (the first of them are the neighbour reference)."""
     started = time.perf_counter()
     texts = corpus = evaluation_texts()

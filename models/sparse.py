@@ -30,7 +30,7 @@ from tokenizers import Tokenizer
 
 from models.artifacts import ModelArtifacts
 from models.backends import open_session
-from models.batching import DEFAULT_COST, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
+from models.run_planner import DEFAULT_COST, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
 from models.encoder import EncodeStats, run_planned
 from models.errors import ArtifactsMissing, InvalidOption
 from models.specs import ModelSpec

@@ -19,7 +19,7 @@ import numpy as np
 from models.artifacts import MANIFEST_VERSION, ModelArtifacts, model_dir
 from models.export import (ExportFailed, Say, is_complete, optimize_graph, sha256_file, variant_entries, write_manifest,
                            write_tokenizer)
-from models.fidelity import fidelity_texts
+from models.variant_fidelity import fidelity_texts
 from models.model_folder import spec_to_manifest
 from models.prompts import read_prompts
 from models.sparse import SparseModel, SpladeConfig
@@ -27,7 +27,7 @@ from models.specs import ModelSpec
 from models.variants import VARIANTS
 from models.weights import materialize
 
-FIDELITY_TEXTS = 64  # the first of models.fidelity's texts, long ones among them
+FIDELITY_TEXTS = 64  # the first of models.variant_fidelity's texts, long ones among them
 # An fp32 graph must give SparseEncoder's weights w within |got - w| <= RTOL * w + ATOL. The absolute
 # floor is fp32 round-off of the logits (SPLADE-tiny: 5e-6 at most on weights up to ~3): a weight of
 # 1e-4 is log1p of a logit of 1e-4, whose last bits differ with the order of the sums.

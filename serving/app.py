@@ -24,7 +24,7 @@ from models.artifacts import ModelArtifacts
 from models.backends import available_backends
 from models.backends.onnxruntime import gpu_available
 from models.continuous_batcher import ContinuousBatcher
-from models.batching import round_tokens
+from models.run_planner import round_tokens
 from models.encoder import EncodeStats, Encoder
 from models.specs import ModelSpec, resolve_model
 from models.variants import choose

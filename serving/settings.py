@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.artifacts import default_artifact_dir
-from models.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
+from models.run_planner import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
 from models.errors import EmbedError, ModelNotFound
 from models.specs import DEFAULT_MODEL, ModelSpec, resolve_model
 from models.windows import DEFAULT_MAX_WINDOWS, DEFAULT_WINDOW_OVERLAP

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from models.batching import CostModel, plan_batches
+from models.run_planner import CostModel, plan_batches
 from serving.batch.engine import JOB_COST, encode_sorted
 from tests.support.batch import corpus_texts, manifests, run_in_process, write_parquet
 from tests.support.engine import encoder

@@ -11,7 +11,7 @@ import cohere
 import numpy as np
 import pytest
 
-from models.fidelity import cosines
+from models.variant_fidelity import cosines
 from tests.support.engine import fidelity_texts, reference_model
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models import cpu as cpuinfo
-from models.fidelity import cosines
+from models.variant_fidelity import cosines
 from tests.support.engine import encoder, fidelity_texts, reference_model
 
 # (model, variant) -> the least cosine to the reference any text may have, and the least mean.

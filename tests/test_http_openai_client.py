@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from openai import BadRequestError, OpenAI
 
-from models.fidelity import cosines
+from models.variant_fidelity import cosines
 from tests.support.engine import fidelity_texts, reference_model
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.fidelity import cosines
+from models.variant_fidelity import cosines
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.grpc_gen import embedding_pb2_grpc as pbg
 from tests.support.engine import fidelity_texts, reference_model

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.calibration import fit_int8_scales
+from models.int8_scale import fit_int8_scales
 from models.corpus import calibration_texts, evaluation_texts
 from models.encoder import Encoder
 from models.postprocess import (
@@ -20,7 +20,7 @@ from models.postprocess import (
     quantize_int8,
     quantize_uint8,
 )
-from models.quality import (
+from models.lossy_cost import (
     RESCORE_TOP,
     binary_rescored,
     cosine_scores,

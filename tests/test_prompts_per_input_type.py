@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from models.fidelity import cosines
+from models.variant_fidelity import cosines
 from models.prompts import INPUT_TYPES
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.grpc_gen import embedding_pb2_grpc as pbg

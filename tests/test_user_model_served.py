@@ -12,7 +12,7 @@ import io
 import numpy as np
 import pytest
 
-from models.fidelity import cosines
+from models.variant_fidelity import cosines
 from serving.cli import ensure_exported
 from serving.grpc_gen import embedding_pb2 as pb
 from serving.grpc_gen import embedding_pb2_grpc as pbg

@@ -15,7 +15,7 @@ import pytest
 
 from models.corpus import evaluation_texts
 from models.encoder import Encoder
-from models.fidelity import cosines
+from models.variant_fidelity import cosines
 from models.model_folder import exported_spec
 from models.prompts import prompt_table, resolve_prompt
 from models.specs import register_user_model

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 
 from models.artifacts import ModelArtifacts
-from models.batching import DEFAULT_COST, RUNS_PER_ROUND, CostModel, round_tokens, split_sorted
+from models.run_planner import DEFAULT_COST, RUNS_PER_ROUND, CostModel, round_tokens, split_sorted
 from models.encoder import Encoder
 from models.errors import InputTooLong
 from models.postprocess import OutputOptions, parse_format, validate_options

@@ -10,7 +10,7 @@ import numpy as np
 
 from models import cpu
 from models.artifacts import ModelArtifacts
-from models.batching import RUNS_PER_ROUND, round_tokens, split_sorted
+from models.run_planner import RUNS_PER_ROUND, round_tokens, split_sorted
 from models.sparse import SPARSE_VARIANTS, SparseModel, SparseVector, check_top_k
 from models.specs import ModelSpec
 from models.tokenizer import Truncate

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.postprocess import pack_ubinary, quantize_int8, quantize_uint8, truncate
-from models.quality import RESCORE_TOP, TOP_K
+from models.lossy_cost import RESCORE_TOP, TOP_K
 
 ENCODINGS = ("float", "int8", "uint8", "binary", "binary-rescore")
 RESCORE_FACTOR = RESCORE_TOP // TOP_K  # 4: candidates per result kept for rescoring, as /v1/models measures

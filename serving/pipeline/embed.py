@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from models.batching import split_sorted
+from models.run_planner import split_sorted
 from models.errors import EmbedError
 from models.postprocess import EncodingFormat, OutputOptions, postprocess_many
 from models.tokenizer import Truncate

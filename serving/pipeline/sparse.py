@@ -17,7 +17,7 @@ import numpy as np
 
 from models.artifacts import ModelArtifacts
 from models.continuous_batcher import ContinuousBatcher
-from models.batching import round_tokens
+from models.run_planner import round_tokens
 from models.encoder import EncodeStats
 from models.prompts import accepted_input_types, prompt_table
 from models.sparse import SPARSE_VARIANTS, SparseModel, SparseVector, sparsify

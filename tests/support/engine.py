@@ -20,7 +20,7 @@ def fidelity_texts() -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def encoder(model: str, variant: str = "fp32") -> Encoder:
-    # The default cost model: vectors do not depend on how a round is planned (tests/test_batching.py).
+    # The default cost model: vectors do not depend on how a round is planned (tests/test_run_planner.py).
     return Encoder.from_artifact_dir(resolve_model(model), artifact_dir(), variant=variant, providers="cpu", calibrate=False)
 
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from models.calibration import SCALE_PERCENTILE, fit_int8_scales, scale_sizes
+from models.int8_scale import SCALE_PERCENTILE, fit_int8_scales, scale_sizes
 from models.corpus import calibration_texts, evaluation_texts
 from models.pooling import l2_normalize
 from models.postprocess import EncodingFormat, OutputOptions, postprocess

@@ -1,6 +1,6 @@
 """Fitting the int8 output scale. Pure numpy: calibration vectors in, one scale per size out.
 
-What each lossy option then costs is measured by `models.quality`; `export` feeds both.
+What each lossy option then costs is measured by `models.lossy_cost`; `export` feeds both.
 """
 
 from __future__ import annotations

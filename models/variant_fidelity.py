@@ -16,7 +16,7 @@ import numpy as np
 
 from models.corpus import calibration_texts, evaluation_texts
 from models.pooling import l2_normalize
-from models.quality import cosine_scores, kept, query_indices, top_k
+from models.lossy_cost import cosine_scores, kept, query_indices, top_k
 
 FIDELITY_TEXTS = 300  # of which the longest third exercise truncation (89 fill a 256-token window, 36 a 384)
 NEIGHBOUR_TEXTS = 1000  # held-out texts for the top-10 neighbours a variant keeps

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from models.batching import (
+from models.run_planner import (
     DEFAULT_COST,
     PROBE_SHAPES,
     fit_cost_model,
