@@ -76,7 +76,7 @@ def _embed(served: Served, job: EmbedJob, any_task: bool) -> Admitted:
         require_task(rt.spec, "embed")
         for fmt in job.formats:
             validate_options(rt.spec, replace(job.options, encoding_format=fmt))
-    _check_count(job, served.max_inputs)
+    _check_inputs(job.count, job.texts, served.max_inputs, "input")
     prompt = resolve_prompt(rt.prompts, job.input_type)
     if prompt and job.texts is None:
         raise InvalidOption(
@@ -97,17 +97,15 @@ def _refuse_sparse_model(served: Served, model: str) -> None:
             require_task(served.sparse[key].spec, "embed")
 
 
-def _check_count(job: EmbedJob, max_inputs: int) -> None:
-    if job.count == 0:
-        raise InvalidInput("input must not be empty.", param="input")
-    if job.count > max_inputs:
-        raise TooManyInputs(
-            f"input has {job.count} items; at most {max_inputs} are allowed per request.", param="input"
-        )
-    if job.texts is not None:
-        for i, t in enumerate(job.texts):
-            if not t:
-                raise InvalidInput(f"input[{i}] is an empty string.", param="input")
+def _check_inputs(count: int, texts: list[str] | None, max_inputs: int, param: str) -> None:
+    """Some inputs, not too many, no empty text (token ids: `texts` None); `param` names the field."""
+    if count == 0:
+        raise InvalidInput(f"{param} must not be empty.", param=param)
+    if count > max_inputs:
+        raise TooManyInputs(f"{param} has {count} items; at most {max_inputs} are allowed per request.", param=param)
+    for i, t in enumerate(texts or ()):
+        if not t:
+            raise InvalidInput(f"{param}[{i}] is an empty string.", param=param)
 
 
 def _rerank(served: Served, job: RerankJob) -> Admitted:
@@ -127,14 +125,7 @@ def _sparse(served: Served, job: SparseJob) -> Admitted:
     if not job.model and served.sparse:  # the model is optional in TEI's request: the first served
         job = replace(job, model=next(iter(served.sparse.values())).spec.id)
     local = _sparse_model(served, job.model)
-    if not job.texts:
-        raise InvalidInput("inputs must not be empty.", param="inputs")
-    if len(job.texts) > served.max_inputs:
-        raise TooManyInputs(f"inputs has {len(job.texts)} items; at most {served.max_inputs} are allowed per request.",
-                            param="inputs")
-    for i, t in enumerate(job.texts):
-        if not t:
-            raise InvalidInput(f"inputs[{i}] is an empty string.", param="inputs")
+    _check_inputs(len(job.texts or ()), job.texts, served.max_inputs, "inputs")
     if job.truncate is Truncate.WINDOW:
         raise InvalidOption("truncate window is for dense vectors; a sparse vector reads one window (end, start "
                             "or none).", param="truncate")
