@@ -1,11 +1,18 @@
-"""Continuous batching: concurrent encode calls share ONNX Runtime rounds.
+"""Continuous batching: concurrent encode calls share encoder rounds.
 
 A round starts the moment the encoder is free and takes every call queued by then (up to a
 token budget, first come first served), so the calls that arrive while one round runs ride
-the next one together. Only when the encoder has been idle, and a caller says that more
-calls are on their way (`submit(..., coming=n)`: e.g. requests admitted upstream that have
-not reached the encoder yet), does the first call wait a little (at most `max_wait_s`) for
-them; a call nobody follows starts at once.
+the next one together. Each call is answered as soon as the runs that hold its rows are done,
+not when the whole round ends, so its caller can come back while the round still runs.
+
+When does a round wait? Only when company is on its way:
+- an idle encoder whose caller says more calls follow (`submit(..., coming=n)`: requests
+  admitted upstream that have not reached the encoder yet) waits for them, at most `max_wait_s`;
+- after a round of several calls, the next one waits for that round's callers to come back
+  (a closed loop of k clients sends k requests again), at most `max_wait_s` or 5% of the last
+  round's time, whichever is longer. Without it, 4 clients of 32 rerank pairs each rode rounds
+  of 1, 3, 1, 3 calls; with it, 4, 4, 4 (loadtest/FINDINGS.md, "Rounds that wait for their callers").
+A call nobody follows, and the first call after a pause, start at once.
 
 Why not a batch window alone (Ray Serve's `@serve.batch`): that forms a batch from whatever
 arrives within the window of its first call and then queues the batch behind the running
@@ -18,18 +25,32 @@ Plain asyncio plus one worker thread for the inference; it knows nothing of Ray.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from models.encoder import EncodeStats
 
-# A round's work: token id arrays -> one pooled vector per array, and what the runs did.
-RoundFn = Callable[[list[np.ndarray]], tuple[np.ndarray, EncodeStats]]
+# A round's work: token id arrays -> one result per array (pooled vectors, or a list), and what
+# the runs did. It may tell `each(indices, rows)` of each run as soon as it is done (from its own
+# thread; models.encoder.RunDone): a call whose rows are all done is answered then, not when the
+# whole round ends, so its caller can come back while the round still runs.
+RoundFn = Callable[..., tuple[Any, EncodeStats]]
+
+
+# The callers of a round that come back within this long of its end count as returning (a
+# closed loop: each answer is followed by the next request); a round after a longer pause
+# waits for nobody.
+RETURN_WINDOW_S = 0.05
+# How long the next round may wait for them, as a share of the last round's time (or the
+# batcher's `max_wait_s`, if longer): a few percent of the engine's time against rounds that
+# hold every client's request rather than alternating small ones.
+RETURN_PATIENCE = 0.05
 
 
 @dataclass
@@ -64,6 +85,32 @@ def take_round(queue: deque, max_tokens: int) -> list:
         taken.append(queue.popleft())
         tokens += call.tokens
     return taken
+
+
+class _Round:
+    """The calls of one round, answered as their rows come back run by run."""
+
+    def __init__(self, calls: list[_Call], texts: int):
+        self.calls, self.texts = calls, texts
+        self.started = time.perf_counter()
+        self.owner: list[tuple[int, int]] = [(ci, k) for ci, c in enumerate(calls) for k in range(len(c.seqs))]
+        self.left = [len(c.seqs) for c in calls]
+        self.rows: list[list] = [[None] * len(c.seqs) for c in calls]
+
+    def info(self, call: _Call, inference_s: float) -> RoundInfo:
+        return RoundInfo(self.texts, len(self.calls), inference_s, self.started - call.queued_at)
+
+    def done(self, indices: list[int], rows) -> None:
+        """On the event loop: one run's rows (indices into the round's sequences)."""
+        for i, row in zip(indices, rows):
+            ci, k = self.owner[i]
+            self.rows[ci][k] = row
+            self.left[ci] -= 1
+            call = self.calls[ci]
+            if self.left[ci] == 0 and not call.future.done():
+                got = self.rows[ci]
+                result = np.stack(got) if isinstance(got[0], np.ndarray) else got
+                call.future.set_result((result, self.info(call, time.perf_counter() - self.started)))
 
 
 class ContinuousBatcher:
@@ -104,24 +151,36 @@ class ContinuousBatcher:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        busy = False  # did a round just end? Then whatever is queued goes at once.
+        # Under load (a round of several calls), its callers come back at once (a closed loop of
+        # k clients sends k again): the next round waits a little for them (for `returning`
+        # calls queued in all, at most `patience` seconds) rather than run a small round now
+        # and a small one after it. A lone caller, or a round after a pause, waits for nobody.
+        returning, patience, idle, ended = 0, 0.0, True, 0.0
         while True:
             if not self.queue:
                 self._arrived.clear()
                 await self._arrived.wait()
-                busy = False
-            if not busy and self.max_wait_s > 0 and self._coming > 0:
-                await self._gather(loop)  # idle encoder, company on its way: wait for it
+                idle = True
+                if loop.time() - ended > max(RETURN_WINDOW_S, patience):  # a pause: nobody is returning
+                    returning = 0
+            coming = self._coming if idle else 0  # requests admitted upstream, on their way
+            if self.max_wait_s > 0 and (coming > 0 or len(self.queue) < returning):
+                await self._gather(loop, returning, idle, max(self.max_wait_s, patience))
             calls = take_round(self.queue, self.max_round_tokens)
-            busy = bool(calls)
+            idle = not calls
             if calls:
+                started = loop.time()
                 await self._run(loop, calls)
+                ended = loop.time()
+                returning = len(calls) + len(self.queue) if len(calls) > 1 else 0
+                patience = RETURN_PATIENCE * (ended - started)
 
-    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait up to `max_wait_s` for the calls on their way: until the latest caller says no
-        more are coming, or a round's worth is queued."""
-        deadline = loop.time() + self.max_wait_s
-        while self._coming > 0 and self.queued_tokens < self.max_round_tokens:
+    async def _gather(self, loop: asyncio.AbstractEventLoop, returning: int, idle: bool, wait_s: float) -> None:
+        """Wait up to `wait_s` for the calls on their way: until `returning` calls are queued
+        and (on an idle encoder) the latest caller says no more are coming, or a round's worth
+        is queued."""
+        deadline = loop.time() + wait_s
+        while ((idle and self._coming > 0) or len(self.queue) < returning) and self.queued_tokens < self.max_round_tokens:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -134,9 +193,12 @@ class ContinuousBatcher:
 
     async def _run(self, loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
         flat = [s for c in calls for s in c.seqs]
-        started = time.perf_counter()
+        round_ = _Round(calls, len(flat))
+        each = None
+        if len(calls) > 1:  # a lone call is answered when its round ends anyway
+            each = lambda indices, rows: loop.call_soon_threadsafe(round_.done, indices, rows)  # noqa: E731
         try:
-            vectors, stats = await loop.run_in_executor(self._pool, self.run_round, flat)
+            vectors, stats = await loop.run_in_executor(self._pool, functools.partial(self.run_round, flat, each=each))
         except Exception as exc:  # noqa: BLE001 (every caller of the round gets the error)
             for c in calls:
                 if not c.future.done():
@@ -145,11 +207,10 @@ class ContinuousBatcher:
         if self.on_round is not None:
             self.on_round(stats)
         start = 0
-        for c in calls:
+        for c in calls:  # the calls not answered run by run
             n = len(c.seqs)
             if not c.future.done():
-                info = RoundInfo(len(flat), len(calls), stats.inference_s, started - c.queued_at)
-                c.future.set_result((vectors[start : start + n], info))
+                c.future.set_result((vectors[start : start + n], round_.info(c, stats.inference_s)))
             start += n
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -38,6 +39,10 @@ from models.tokenizer import TextTokenizer, Truncate
 from models.variants import AUTO, Choice, FidelityFloor, Variant, choose
 
 log = logging.getLogger(__name__)
+
+
+# Told of one run's rows as soon as it is done: (their indices in the call, their results).
+RunDone = Callable[[list[int], np.ndarray], None]
 
 
 @dataclass
@@ -145,12 +150,14 @@ class Encoder:
         return self.tokenizer.encode(texts, truncate)
 
     def encode_ids(
-        self, seqs: list[np.ndarray], stats: EncodeStats | None = None, cost: CostModel | None = None
+        self, seqs: list[np.ndarray], stats: EncodeStats | None = None, cost: CostModel | None = None,
+        each: RunDone | None = None,
     ) -> np.ndarray:
         """Pooled full-dimension vectors (float32, not normalized), in input order. The runs are
         planned with `cost`, else with the cost model measured at load (which varies a little
         from one load to the next: a caller that must give the same bytes for the same rows, like
-        the bulk job, passes a fixed one)."""
+        the bulk job, passes a fixed one). `each(indices, vectors)` is told of each run's rows as
+        soon as the run is done (a continuous batcher hands them to their callers at once)."""
         out = np.empty((len(seqs), self.spec.dimension), dtype=np.float32)
         if not seqs:
             return out
@@ -158,7 +165,7 @@ class Encoder:
         plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, cost or self.cost,
                             self.width_step, limit)
         for batch, vectors in run_planned(self.session, seqs, plan, self.spec.pad_token_id, self._reduce, stats,
-                                          self.width_step, limit):
+                                          self.width_step, limit, each):
             out[batch] = vectors
         return out
 
@@ -227,14 +234,14 @@ class Encoder:
 
 def run_planned(session, seqs: list[np.ndarray], plan: list[list[int]], pad_token_id: int, reduce,
                 stats: EncodeStats | None = None, width_step: int = 1,
-                width_limit: int | None = None) -> list[tuple[list[int], np.ndarray]]:
+                width_limit: int | None = None, each: RunDone | None = None) -> list[tuple[list[int], np.ndarray]]:
     """Each planned batch of `seqs` padded (to `stepped_width` of its longest row), run and
     reduced (`reduce(outputs, mask)`) by `session`: (the batch's indices, its rows), in plan
-    order; `stats` counts time and tokens."""
+    order; `stats` counts time and tokens; `each(indices, rows)` hears of each batch when it is done."""
     padded = [pad_batch(rows, pad_token_id, stepped_width(max(len(r) for r in rows), width_step, width_limit))
               for rows in ([seqs[i] for i in batch] for batch in plan)]
     t0 = time.perf_counter()
-    pooled = session.run_reduced(padded, reduce)
+    pooled = session.run_reduced(padded, reduce, None if each is None else lambda k, rows: each(plan[k], rows))
     if stats is not None:
         stats.inference_s += time.perf_counter() - t0
         stats.batches += len(plan)

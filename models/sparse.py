@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 from models.artifacts import ModelArtifacts
 from models.backends import open_session
 from models.run_planner import DEFAULT_COST, DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, plan_batches
-from models.encoder import EncodeStats, run_planned
+from models.encoder import EncodeStats, RunDone, run_planned
 from models.errors import ArtifactsMissing, InvalidOption
 from models.specs import ModelSpec
 from models.tokenizer import TextTokenizer, Truncate
@@ -150,19 +150,27 @@ class SparseModel:
 
     def weights_ids(self, seqs: list[np.ndarray], stats: EncodeStats | None = None) -> list[np.ndarray]:
         """Per sequence, its dense weight row (float32, vocab wide), in input order."""
-        out: list[np.ndarray] = [None] * len(seqs)  # type: ignore[list-item]
+        return self._run(seqs, lambda w: w, stats)
+
+    def encode_ids(self, seqs: list[np.ndarray], top_k: int | None = None,
+                   stats: EncodeStats | None = None, each: RunDone | None = None) -> list[SparseVector]:
+        """Per sequence, its sparse vector, in input order; `each(indices, vectors)` hears of
+        each run's vectors as soon as the run is done."""
+        return self._run(seqs, lambda w: sparsify(w, top_k), stats, each)
+
+    def _run(self, seqs: list[np.ndarray], finish, stats: EncodeStats | None, each: RunDone | None = None) -> list:
+        out: list = [None] * len(seqs)
         if not seqs:
             return out
         plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, DEFAULT_COST)
-        pool = lambda logits, mask: splade_pool(logits, mask, self.config)  # noqa: E731
-        for batch, rows in run_planned(self.session, seqs, plan, self.spec.pad_token_id, pool, stats):
+
+        def pool(logits: np.ndarray, mask: np.ndarray) -> list:  # each run's rows finished as it ends
+            return [finish(w) for w in splade_pool(logits, mask, self.config)]
+
+        for batch, rows in run_planned(self.session, seqs, plan, self.spec.pad_token_id, pool, stats, each=each):
             for i, row in zip(batch, rows):
                 out[i] = row
         return out
-
-    def encode_ids(self, seqs: list[np.ndarray], top_k: int | None = None,
-                   stats: EncodeStats | None = None) -> list[SparseVector]:
-        return [sparsify(w, top_k) for w in self.weights_ids(seqs, stats)]
 
     def encode(self, texts: list[str], top_k: int | None = None, truncate: Truncate = Truncate.END,
                prompt: str = "") -> list[SparseVector]:

@@ -68,9 +68,9 @@ class LocalEncoder:
             self._round, round_tokens(s.max_batch_tokens), s.batch_wait_timeout_ms / 1000, self.metrics.record
         )
 
-    def _round(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, EncodeStats]:
+    def _round(self, seqs: list[np.ndarray], each=None) -> tuple[np.ndarray, EncodeStats]:
         stats = EncodeStats()
-        return self.encoder.encode_ids(seqs, stats), stats
+        return self.encoder.encode_ids(seqs, stats, each=each), stats
 
     def reconfigure(self, config: dict) -> None:
         if "max_batch_size" in config:

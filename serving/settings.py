@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     )
     batch_wait_timeout_ms: float = Field(
         5.0, ge=0, description="Most an idle encoder waits for requests already on their way to it (admitted, not yet "
-        "at the encoder) to share its round; a request nobody follows starts at once."
+        "at the encoder) to share its round, and (or 5% of the last round's time, if longer) a round waits for the "
+        "callers of the round before it to come back; a request nobody follows starts at once."
     )
     chunk_size: int = Field(64, ge=1, description="Texts per encoder call when a request is split.")
 

@@ -27,13 +27,13 @@ class HeldRounds:
         self.release = threading.Event()
         self.started = threading.Event()
 
-    def __call__(self, seqs):
+    def __call__(self, seqs, each=None):
         self.started.set()
         if not self.rounds:
             self.release.wait(30)
         self.rounds.append(len(seqs))
         stats = EncodeStats()
-        return self.enc.encode_ids(seqs, stats), stats
+        return self.enc.encode_ids(seqs, stats, each=each), stats
 
 
 def seqs_of(texts):
@@ -121,9 +121,9 @@ def test_a_lone_call_with_nobody_coming_starts_at_once():
 def test_a_failed_round_fails_its_callers_and_the_next_round_still_runs():
     enc = encoder(ENC)
 
-    def run_round(seqs):
+    def run_round(seqs, each=None):
         stats = EncodeStats()
-        return enc.encode_ids(seqs, stats), stats
+        return enc.encode_ids(seqs, stats, each=each), stats
 
     batcher = ContinuousBatcher(run_round, max_round_tokens=16384, max_wait_s=0)
     out_of_vocabulary = [np.array([101, 10**9, 102], dtype=np.int64)]  # ONNX Runtime refuses the id
@@ -172,3 +172,41 @@ def test_take_round_always_takes_one_call_even_past_the_budget():
     assert [c.tokens for c in take_round(queue, max_tokens=100)] == [500]
     assert [c.tokens for c in take_round(queue, max_tokens=100)] == [10]
     assert not queue
+
+
+def test_calls_are_answered_run_by_run_before_their_round_ends():
+    """A call whose rows are all done is answered at once (its caller can come back while the
+    round still runs): here the shared round's runs are all done, and it is held from returning."""
+    enc = encoder(ENC)
+    release = threading.Event()
+
+    def run_round(seqs, each=None):
+        stats = EncodeStats()
+        vectors = enc.encode_ids(seqs, stats, each=each)
+        if len(seqs) > 1:  # the shared round: done, but not returned
+            release.wait(30)
+        return vectors, stats
+
+    batcher = ContinuousBatcher(run_round, max_round_tokens=16384, max_wait_s=0)
+    texts = fidelity_texts()[:40]
+    calls = [texts[1:2], texts[2:25], texts[25:40]]
+
+    async def scenario():
+        head = asyncio.ensure_future(batcher.submit(seqs_of(texts[:1])))  # a lone call's round
+        await asyncio.sleep(0)
+        tasks = [asyncio.ensure_future(batcher.submit(seqs_of(c))) for c in calls]  # the next round
+        await head
+        for _ in range(3000):
+            if all(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.01)
+        early = all(t.done() for t in tasks)
+        release.set()
+        return early, await asyncio.gather(*tasks)
+
+    early, results = asyncio.run(scenario())
+    assert early
+    for c, (vectors, info) in zip(calls, results):
+        assert info.calls == 3 and info.texts == 39
+        np.testing.assert_allclose(vectors, enc.encode_ids(seqs_of(c)), atol=2e-4)
+    batcher.close()

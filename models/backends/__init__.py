@@ -19,6 +19,7 @@ from models.variants import Variant
 # (token states (b, t, d), attention mask (b, t)) -> one row per text, e.g. pooled vectors.
 Reduce = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Batch = tuple[np.ndarray, np.ndarray]  # (input_ids, attention_mask), int64, right-padded
+Each = Callable[[int, np.ndarray], None]  # (batch number, its reduced result)
 
 
 class Session(Protocol):
@@ -29,10 +30,11 @@ class Session(Protocol):
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Token states of one batch (an array the caller owns)."""
 
-    def run_reduced(self, batches: list[Batch], reduce: Reduce) -> list[np.ndarray]:
+    def run_reduced(self, batches: list[Batch], reduce: Reduce, each: Each | None = None) -> list[np.ndarray]:
         """`reduce` applied to each batch's token states while they are still in the runtime's
         buffers (no copy of the states); results in the order of `batches`. A runtime with
-        several streams runs batches side by side."""
+        several streams runs batches side by side. `each(k, result)` is told of each batch's
+        result as soon as it is ready (from the runtime's thread), before the rest are run."""
 
     def describe(self) -> dict:
         """Backend, version, device, precision, threads: what /v1/models reports."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from models.backends import Batch, Reduce, feed
+from models.backends import Batch, Each, Reduce, feed
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,13 @@ class OrtSession:
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], feed(self.input_names, input_ids, attention_mask))[0]
 
-    def run_reduced(self, batches: list[Batch], reduce: Reduce) -> list[np.ndarray]:
-        return [reduce(self.run(ids, mask), mask) for ids, mask in batches]
+    def run_reduced(self, batches: list[Batch], reduce: Reduce, each: Each | None = None) -> list[np.ndarray]:
+        results = []
+        for k, (ids, mask) in enumerate(batches):
+            results.append(reduce(self.run(ids, mask), mask))
+            if each is not None:
+                each(k, results[-1])
+        return results
 
     def describe(self) -> dict:
         return {

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from models.backends import Batch, Reduce, feed
+from models.backends import Batch, Each, Reduce, feed
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 # OpenVINO's element type names -> the engine's precision names.
@@ -82,17 +82,19 @@ class OpenVinoSession:
             out = self._request.infer(feed(self.input_names, input_ids, attention_mask), share_inputs=True)
             return out[0]  # share_outputs=False (the default): a copy the caller owns
 
-    def run_reduced(self, batches: list[Batch], reduce: Reduce) -> list[np.ndarray]:
+    def run_reduced(self, batches: list[Batch], reduce: Reduce, each: Each | None = None) -> list[np.ndarray]:
         with self._lock:
             if self._queue is None or len(batches) == 1:
                 results = []
-                for ids, mask in batches:
+                for k, (ids, mask) in enumerate(batches):
                     self._request.infer(feed(self.input_names, ids, mask), share_inputs=True)
                     results.append(reduce(self._request.get_output_tensor(0).data, mask))
+                    if each is not None:
+                        each(k, results[-1])
                 return results
-            return self._run_streams(batches, reduce)
+            return self._run_streams(batches, reduce, each)
 
-    def _run_streams(self, batches: list[Batch], reduce: Reduce) -> list[np.ndarray]:
+    def _run_streams(self, batches: list[Batch], reduce: Reduce, each: Each | None) -> list[np.ndarray]:
         """Batches side by side on the streams; each result reduced in the request's callback
         while its states are still in the request's buffer."""
         results: list[np.ndarray | None] = [None] * len(batches)
@@ -101,6 +103,8 @@ class OpenVinoSession:
         def done(request: ov.InferRequest, k: int) -> None:
             try:
                 results[k] = reduce(request.get_output_tensor(0).data, batches[k][1])
+                if each is not None:
+                    each(k, results[k])
             except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread below)
                 errors.append(exc)
 

@@ -63,9 +63,9 @@ class LocalSparse:
     def spec(self) -> ModelSpec:
         return self.model.spec
 
-    def _round(self, seqs: list[np.ndarray]) -> tuple[list[SparseVector], EncodeStats]:
+    def _round(self, seqs: list[np.ndarray], each=None) -> tuple[list[SparseVector], EncodeStats]:
         stats = EncodeStats()
-        return self.model.encode_ids(seqs, stats=stats), stats
+        return self.model.encode_ids(seqs, stats=stats, each=each), stats
 
 
 def describe_sparse(local: LocalSparse) -> dict:
