@@ -210,3 +210,50 @@ def test_calls_are_answered_run_by_run_before_their_round_ends():
         assert info.calls == 3 and info.texts == 39
         np.testing.assert_allclose(vectors, enc.encode_ids(seqs_of(c)), atol=2e-4)
     batcher.close()
+
+
+class CountedRounds:
+    """The real encoder, recording the texts of each round (one text a call in these tests)."""
+
+    def __init__(self):
+        self.enc = encoder(ENC)
+        self.rounds: list[int] = []
+
+    def __call__(self, seqs, each=None):
+        self.rounds.append(len(seqs))
+        stats = EncodeStats()
+        return self.enc.encode_ids(seqs, stats, each=each), stats
+
+
+async def closed_loop(batcher: ContinuousBatcher, clients: int, requests: int, think_s):
+    """`clients` callers, each sending its next request `think_s(client)` seconds after its answer."""
+    seqs = seqs_of(["a closed loop of callers"])
+
+    async def client(i: int):
+        infos = []
+        for _ in range(requests):
+            _, info = await batcher.submit(seqs)
+            infos.append(info)
+            await asyncio.sleep(think_s(i))
+        return infos
+
+    return await asyncio.gather(*(client(i) for i in range(clients)))
+
+
+def test_a_round_waits_for_the_callers_of_the_round_before_it():
+    """Three callers that come back 5, 10 and 15 ms after their answers ride together every time
+    (without the wait: a round of the first one back, then one of the other two)."""
+    rounds = CountedRounds()
+    batcher = ContinuousBatcher(rounds, max_round_tokens=16384, max_wait_s=0.1)
+    asyncio.run(closed_loop(batcher, 3, 4, lambda i: 0.005 * (i + 1)))
+    assert rounds.rounds == [3, 3, 3, 3]
+    batcher.close()
+
+
+def test_a_lone_caller_waits_for_nobody():
+    rounds = CountedRounds()
+    batcher = ContinuousBatcher(rounds, max_round_tokens=16384, max_wait_s=0.5)
+    (infos,) = asyncio.run(closed_loop(batcher, 1, 4, lambda i: 0.001))
+    assert rounds.rounds == [1, 1, 1, 1]
+    assert max(info.queue_s for info in infos) < 0.1  # far under the 0.5 s it would wait for company
+    batcher.close()
