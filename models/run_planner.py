@@ -56,11 +56,14 @@ DEFAULT_COST = CostModel()
 PROBE_SHAPES = ((1, 8), (1, 32), (1, 64), (1, 128), (1, 256), (4, 16), (4, 32), (2, 64), (2, 128))
 
 
-def fit_cost_model(timings: list[tuple[int, int, float]], fallback: CostModel = DEFAULT_COST) -> CostModel:
+def fit_cost_model(timings: list[tuple[int, int, float]], fallback: CostModel = DEFAULT_COST,
+                   new_shape_s: float = 0.0) -> CostModel:
     """Least squares of seconds = a + b * rows * width + c * rows * width^2 over measured runs
     (rows, width, seconds), in relative terms (each run weighted by 1 / its time, so the short
     runs that tell the fixed cost are not drowned by the long ones' noise). A fit that makes no
-    physical sense (noise on a busy machine) gives `fallback` instead."""
+    physical sense (noise on a busy machine) gives `fallback` instead. `new_shape_s`: what a
+    run of a shape the runtime has not prepared yet costs over its repeat, added to the fixed
+    cost a run (a service's rounds are mostly new shapes: fewer, fuller runs pay it less often)."""
     if len(timings) < 3:
         return fallback
     x = np.array([[1.0, r * w, r * w * w] for r, w, _ in timings])
@@ -68,7 +71,7 @@ def fit_cost_model(timings: list[tuple[int, int, float]], fallback: CostModel = 
     (a, b, c), *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
     if b <= 0 or a < 0:
         return fallback
-    overhead = a / b
+    overhead = (a + max(new_shape_s, 0.0)) / b
     attention = b / c if c > 0 else 1e6
     if not (0.5 <= overhead <= 2000 and attention >= 32):
         return fallback

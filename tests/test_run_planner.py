@@ -158,6 +158,8 @@ def test_a_backends_cost_model_is_recovered_from_timed_runs():
     fitted = fit_cost_model(timings)
     assert fitted.overhead_tokens == pytest.approx(600, rel=1e-3)
     assert fitted.attention_tokens == pytest.approx(300, rel=1e-3)
+    # A new shape's extra cost (0.4 ms over its repeat here) is paid by a run: 200 tokens more.
+    assert fit_cost_model(timings, new_shape_s=0.4e-3).overhead_tokens == pytest.approx(800, rel=1e-3)
     # Planned with it, a backend with a big fixed cost a run takes fewer, wider runs.
     rng = random.Random(3)
     lengths = [rng.randint(4, 200) for _ in range(300)]
