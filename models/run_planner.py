@@ -71,10 +71,12 @@ def fit_cost_model(timings: list[tuple[int, int, float]], fallback: CostModel = 
     (a, b, c), *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
     if b <= 0 or a < 0:
         return fallback
-    overhead = (a + max(new_shape_s, 0.0)) / b
+    overhead = a / b
     attention = b / c if c > 0 else 1e6
     if not (0.5 <= overhead <= 2000 and attention >= 32):
         return fallback
+    # Judged apart from the fit: a noisy first run must not throw away a sound fit.
+    overhead = min(overhead + max(new_shape_s, 0.0) / b, 2000)
     return CostModel(round(float(overhead), 1), round(float(min(attention, 1e6)), 1))
 
 
