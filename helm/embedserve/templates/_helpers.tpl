@@ -197,6 +197,8 @@ keys, extraEnv.
   value: "0"
 - name: RAY_SERVE_HAPROXY_METRICS_ENABLED
   value: "0"
+- name: RAY_SERVE_CONTROL_LOOP_INTERVAL_S
+  value: "0.5"
 - name: RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH
   value: "serving.replica_loss:middlewares"
 {{- if .Values.redis.enabled }}
