@@ -82,7 +82,7 @@ class IngressConfig:
             # The controller's loop every 0.5 s, not Ray's 0.1: an idle Ray Serve took 11.8% of
             # a core (the controller 3.3%, the GCS it polls 1.9%), 8.6% with this, and a 2-thread
             # engine loses more than that share, since a preempted thread stalls its partner
-            # (BENCHMARKS.md, "What an idle Ray costs the engine"). Replicas are noticed up to
+            # (loadtest/FINDINGS.md, "What an idle Ray costs the engine"). Replicas are noticed up to
             # 0.4 s later; health checks and autoscaling keep their own periods.
             "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": CONTROL_LOOP_S,
         }
