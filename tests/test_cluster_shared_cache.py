@@ -34,7 +34,10 @@ def test_a_text_embedded_on_one_node_is_a_cache_hit_on_the_other(cluster_app):
         time.sleep(0.2)
     assert headers["x-cache-hits"] == "1", headers
     np.testing.assert_array_equal(vectors_of(again, 1), first)
-    np.testing.assert_allclose(first, Reference().of([text], cluster_app.args["variant"]), atol=1e-4)
+    # The model's vector, to the variant's precision (bf16 moves elements by up to ~5e-4 with the
+    # run's shape and threads), judged by cosine as in the other cluster tests.
+    ref = Reference().of([text], cluster_app.args["variant"])
+    assert float(np.sum(first * ref)) >= 0.9999, float(np.sum(first * ref))
 
     # Two different replicas answered: each one's own counters moved by its own request only.
     after = {n: cluster_app.get("/stats", node=n)[2] for n in ("worker-0", "worker-1")}
