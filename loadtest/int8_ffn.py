@@ -33,6 +33,7 @@ from models.corpus import calibration_texts
 from models.encoder import Encoder
 from models.pooling import pool
 from models.specs import resolve_model
+from models.variant_fidelity import cosines, top10_kept
 
 BF16 = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
 
@@ -119,15 +120,6 @@ def rewrite(model: ov.Model, width: int, kind: str, ranges: list) -> int:
     return done
 
 
-def top10_kept(ref: np.ndarray, got: np.ndarray) -> float:
-    def neighbours(v):
-        sim = v @ v.T
-        np.fill_diagonal(sim, -np.inf)
-        return np.argsort(-sim, axis=1)[:, :10]
-
-    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(neighbours(ref), neighbours(got))]))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.int8_ffn", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     speed: dict[str, list[float]] = {k: [] for k in sessions}
     for kind, (compiled, n) in sessions.items():
         v = run(compiled)
-        cos = (v * ref).sum(1)
+        cos = cosines(v, ref)
         print(f"{kind:11s} MatMuls rewritten {n:2d}: min cos {cos.min():.5f}, mean {cos.mean():.6f}, "
-              f"top-10 kept {top10_kept(ref, v):.4f}", flush=True)
+              f"top-10 kept {top10_kept(v, ref):.4f}", flush=True)
     for _ in range(a.passes):
         for kind, (compiled, _) in sessions.items():
             t0 = time.perf_counter()
