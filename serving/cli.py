@@ -39,7 +39,9 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] |
             continue
         flag = "--" + name.replace("_", "-")
         env = "EMBEDSERVE_" + name.upper()
-        parser.add_argument(flag, dest=name, default=None, help=f"{field.description} [env {env}]")
+        # argparse %-formats help text: a literal "%" in a description must reach it as "%%".
+        text = (field.description or "").replace("%", "%%")
+        parser.add_argument(flag, dest=name, default=None, help=f"{text} [env {env}]")
 
 
 def exporter(spec):
