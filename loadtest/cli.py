@@ -18,6 +18,7 @@ from loadtest.generator import run_load
 from loadtest.load_config import DEFAULT_DURATION_S, MAX_DURATION_S, MAX_REQUESTS, LoadConfig, NotLoopback
 from loadtest.recorder import format_report
 from loadtest.workload import Corpus, CorpusWorkload, CORPUS_PATH
+from models.errors import EmbedError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grpc-app", default="embedserve",
                    help="Ray Serve application name, sent as gRPC metadata 'application' ('' sends none)")
     t.add_argument("--grpc-method", choices=["embed", "stream"], default="embed")
+    t.add_argument("--http-client", choices=["lean", "httpx"], default="lean",
+                   help="HTTP client: lean (asyncio streams, little client CPU) or httpx")
     t.add_argument("--model", default="all-MiniLM-L6-v2")
     t.add_argument("--encoding-format", default="float", help="float, base64 (HTTP), int8, uint8, binary, ubinary")
     t.add_argument("--api-key", default=None)
@@ -74,7 +77,8 @@ def config_from_args(a: argparse.Namespace) -> LoadConfig:
     return LoadConfig(
         transport=a.transport, url=a.url, grpc_target=a.grpc_target,
         grpc_metadata=[("application", a.grpc_app)] if a.grpc_app else [],
-        grpc_method=a.grpc_method, model=a.model, encoding_format=a.encoding_format, api_key=a.api_key,
+        grpc_method=a.grpc_method, http_client=a.http_client, model=a.model, encoding_format=a.encoding_format,
+        api_key=a.api_key,
         mode=a.mode, concurrency=a.concurrency, rate=a.rate, arrival=a.arrival, max_in_flight=a.max_in_flight,
         duration_s=a.duration, requests=a.requests, warmup_s=a.warmup, warmup_requests=a.warmup_requests,
         prime_cache=a.prime_cache, timeout_s=a.timeout, verify=not a.no_verify, keep_samples=a.samples,
@@ -90,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loadtest: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    corpus = Corpus.load(args.model, args.artifact_dir, args.corpus)
+    try:  # the model's tokenizer counts each text's tokens
+        corpus = Corpus.load(args.model, args.artifact_dir, args.corpus)
+    except (EmbedError, OSError, ValueError) as exc:
+        print(f"loadtest: {exc}", file=sys.stderr)
+        return 2
     workload = CorpusWorkload(corpus, args.texts_per_request, args.length_mix, args.repeat_share,
                               args.hot_set, seed=args.seed)
     print(f"corpus: {len(corpus)} texts, {corpus.stats()['tokens_mean']} tokens mean "

@@ -3,10 +3,13 @@ sending one request and reading the whole answer, with the server's stage timing
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 from dataclasses import dataclass
+
+import orjson
 
 from loadtest.load_config import LoadConfig
 
@@ -39,16 +42,26 @@ def _stage_ms(get) -> dict[str, float]:
 
 
 class HttpTransport:
-    def __init__(self, cfg: LoadConfig):
-        import httpx
+    """The OpenAI route over HTTP/1.1: the lean client (loadtest.lean_http) by default, httpx with
+    `cfg.http_client == "httpx"` (or for https)."""
 
+    def __init__(self, cfg: LoadConfig):
         self.cfg = cfg
-        self.endpoint = cfg.url.rstrip("/") + "/v1/embeddings"
+        self.path = "/v1/embeddings"
         headers = {"content-type": "application/json"}
         if cfg.api_key:
             headers["authorization"] = f"Bearer {cfg.api_key}"
         conns = cfg.concurrency if cfg.mode == "closed" else min(cfg.max_in_flight, 256)
+        self.lean = cfg.http_client == "lean" and cfg.url.startswith("http://")
+        if self.lean:
+            from loadtest.lean_http import LeanHttpClient
+
+            self.client = LeanHttpClient(cfg.url, headers, conns)
+            return
+        import httpx
+
         self.client = httpx.AsyncClient(
+            base_url=cfg.url.rstrip("/"),
             headers=headers,
             timeout=httpx.Timeout(cfg.timeout_s),
             limits=httpx.Limits(max_connections=conns, max_keepalive_connections=conns),
@@ -62,24 +75,35 @@ class HttpTransport:
             separators=(",", ":"),
         ).encode()
 
-    async def send(self, texts: list[str], body: bytes | None = None) -> Outcome:
-        httpx = self.httpx
-        body = body if body is not None else self.body(texts)
+    async def _post(self, body: bytes) -> tuple[int, dict, bytes, float, float]:
+        """(status, headers, body, seconds to the headers, seconds for the body)."""
+        if self.lean:
+            async with asyncio.timeout(self.cfg.timeout_s):
+                a = await self.client.post(self.path, body)
+            return a.status, a.headers, a.body, a.headers_s, a.body_s
         t0 = time.perf_counter()
+        async with self.client.stream("POST", self.path, content=body) as resp:
+            t1 = time.perf_counter()
+            raw = await resp.aread()
+        return resp.status_code, resp.headers, raw, t1 - t0, time.perf_counter() - t1
+
+    async def send(self, texts: list[str], body: bytes | None = None) -> Outcome:
+        body = body if body is not None else self.body(texts)
         try:
-            async with self.client.stream("POST", self.endpoint, content=body) as resp:
-                t1 = time.perf_counter()
-                raw = await resp.aread()
-                t2 = time.perf_counter()
-        except httpx.TimeoutException as exc:
+            status, h, raw, headers_s, body_s = await self._post(body)
+        except TimeoutError as exc:
             return Outcome(False, "timeout", repr(exc)[:200])
-        except httpx.ConnectError as exc:
+        except ConnectionRefusedError as exc:
             return Outcome(False, "connect_error", repr(exc)[:200])
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 (httpx's errors, a bad answer): named by class
+            if not self.lean and isinstance(exc, self.httpx.TimeoutException):
+                return Outcome(False, "timeout", repr(exc)[:200])
+            if not self.lean and isinstance(exc, self.httpx.ConnectError):
+                return Outcome(False, "connect_error", repr(exc)[:200])
             return Outcome(False, type(exc).__name__, repr(exc)[:200])
-        if resp.status_code != 200:
-            return Outcome(False, str(resp.status_code), raw[:300].decode(errors="replace"))
-        h = resp.headers
+        t2 = time.perf_counter()
+        if status != 200:
+            return Outcome(False, str(status), raw[:300].decode(errors="replace"))
         out = Outcome(True, stages=_stage_ms(h.get), response_bytes=len(raw))
         if "x-cache-hits" in h:
             out.cache_hits = int(h["x-cache-hits"])
@@ -87,10 +111,10 @@ class HttpTransport:
             out.batch_size = int(h["x-batch-size"])
         if self.cfg.verify:
             try:
-                doc = json.loads(raw)
+                doc = orjson.loads(raw)
                 data = doc["data"]
                 out.server_tokens = int(doc["usage"]["prompt_tokens"])
-            except (ValueError, KeyError, TypeError) as exc:
+            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 return Outcome(False, "bad_response", repr(exc)[:200])
             if len(data) != len(texts) or (data and data[-1]["index"] != len(texts) - 1):
                 return Outcome(False, "bad_response", f"{len(data)} embeddings for {len(texts)} texts")
@@ -98,11 +122,11 @@ class HttpTransport:
             if isinstance(first, str):
                 base64.b64decode(first)  # the client's share of work for base64 answers
         t3 = time.perf_counter()
-        out.client = {"headers": (t1 - t0) * 1e3, "body": (t2 - t1) * 1e3, "parse": (t3 - t2) * 1e3}
+        out.client = {"headers": headers_s * 1e3, "body": body_s * 1e3, "parse": (t3 - t2) * 1e3}
         return out
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await (self.client.close() if self.lean else self.client.aclose())
 
 
 class GrpcTransport:

@@ -59,6 +59,12 @@ def test_cli_refuses_a_remote_target_before_sending_anything(capsys):
     assert "refusing" in capsys.readouterr().err
 
 
+def test_cli_without_the_models_tokenizer_says_so_in_one_line(capsys, tmp_path):
+    assert loadtest_main(["--artifact-dir", str(tmp_path), "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("loadtest: ") and "embedserve export" in err and "Traceback" not in err, err
+
+
 def test_bounds_are_enforced():
     with pytest.raises(ValueError):
         LoadConfig(duration_s=10_000).validate()
@@ -132,6 +138,16 @@ def test_http_open_loop_with_a_request_count(service, corpus, tmp_path):
     check_report(report, 2)
     assert report["sent"] == 20
     assert report["tokens"] == sum(corpus.tokens[:40])  # each request once, in order
+
+
+@pytest_integration
+def test_http_with_httpx_as_the_client(service, corpus):
+    cfg = LoadConfig(url=service.http_url, model=MODEL, http_client="httpx", concurrency=2, requests=8,
+                     progress=False)
+    report = run_load(cfg, CorpusWorkload(corpus, 3, seed=5))
+    check_report(report, 3)
+    assert report["config"]["http_client"] == "httpx"
+    assert {"client_headers", "client_body", "client_parse"} <= set(report["stages_mean_ms"]), report["stages_mean_ms"]
 
 
 @pytest_integration
