@@ -1,4 +1,4 @@
-"""The load generator: HTTP (OpenAI route, httpx) or gRPC (grpc.aio), closed loop (N
+"""The load generator: HTTP (OpenAI route; loadtest.lean_http, or httpx) or gRPC (grpc.aio), closed loop (N
 concurrent clients) or open loop (fixed arrival rate), bounded in time and count, loopback
 targets only.
 

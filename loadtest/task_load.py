@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from loadtest.lean_http import LeanHttpClient
 from loadtest.load_config import check_http_target
 from loadtest.recorder import Recorder
 from loadtest.transports import Outcome
@@ -52,13 +53,10 @@ def read_answer(kind: str, raw: bytes, items: int) -> Outcome:
 
 
 async def _run(url: str, kind: str, requests: list[TaskRequest], concurrency: int, timeout_s: float) -> dict:
-    import httpx
-
-    endpoint = url.rstrip("/") + ROUTES[kind]
+    client = LeanHttpClient(url, {"content-type": "application/json"}, concurrency)
     rec = Recorder()
     pending = iter(range(len(requests)))  # shared by the clients: each takes the next request
-    async with httpx.AsyncClient(headers={"content-type": "application/json"}, timeout=httpx.Timeout(timeout_s),
-                                 limits=httpx.Limits(max_connections=concurrency), trust_env=False) as client:
+    try:
         async def one_client():
             for i in pending:
                 r = requests[i]
@@ -66,15 +64,18 @@ async def _run(url: str, kind: str, requests: list[TaskRequest], concurrency: in
                 if rec.first_send is None:
                     rec.first_send = start
                 try:
-                    resp = await client.post(endpoint, content=r.body)
-                    out = (read_answer(kind, resp.content, r.items) if resp.status_code == 200
-                           else Outcome(False, str(resp.status_code), resp.text[:300]))
-                except httpx.HTTPError as exc:
+                    async with asyncio.timeout(timeout_s):
+                        a = await client.post(ROUTES[kind], r.body)
+                    out = (read_answer(kind, a.body, r.items) if a.status == 200
+                           else Outcome(False, str(a.status), a.body[:300].decode(errors="replace")))
+                except Exception as exc:  # noqa: BLE001 (never let one request end the run)
                     out = Outcome(False, type(exc).__name__, repr(exc)[:200])
                 done = time.perf_counter()
                 rec.record(r.items, r.tokens, done - start, out, done)
 
         await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    finally:
+        await client.close()
     window = (rec.last_done or 0.0) - (rec.first_send or 0.0)
     return rec.summary(window)
 
