@@ -107,8 +107,8 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         f"batches of at most {meta['max_batch_size']} texts / {meta['max_batch_tokens']} padded tokens",
         f"- Each figure: median of {a.runs} run(s); spread (min-max texts/s) in the last column",
         "",
-        "| measurement | texts/s | tokens/s | x raw | p50 ms | p99 ms | peak RSS MiB | CPU cores used | texts per CPU-s | errors | runs: texts/s min-max |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| measurement | texts/s | tokens/s | x raw | p50 ms | p99 ms | peak RSS MiB | CPU cores used | load generator cores | texts per CPU-s | errors | runs: texts/s min-max |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key in LABELS:
         if key not in summary:
@@ -118,7 +118,7 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         ratio = s["texts_per_s"] / base if base else None
         lo, hi = s["spread"]
         lines.append(f"| {LABELS[key]} | {f(s['texts_per_s'])} | {f(s['tokens_per_s'], 0)} | {f(ratio, 2)} | "
-                     f"{f(s['p50'])} | {f(s['p99'])} | {rows[key]['peak_rss_bytes'] / MiB:,.0f} | {f(s['cores'], 2)} | {f(s['texts_per_cpu_s'])} | {s['errors']} | "
+                     f"{f(s['p50'])} | {f(s['p99'])} | {rows[key]['peak_rss_bytes'] / MiB:,.0f} | {f(s['cores'], 2)} | {f(s['client_cores'] if LABELS[key].startswith('(3)') else None, 2)} | {f(s['texts_per_cpu_s'])} | {s['errors']} | "
                      f"{lo:,.1f}-{hi:,.1f} |")
     lines += [
         "",
@@ -134,9 +134,11 @@ def render(a, meta: dict, rows: dict, summary: dict, verdicts: list, stages: dic
         "The load generator shares the machine's cores with the service.",
         "- (3) peak RSS: the application's Ray Serve replica processes (the ingress, and the encoder where it has its own), summed.",
         "- CPU cores used: CPU time over wall time of the measured process(es) ((1)/(2): the child; (3): the app's replicas "
-        "and Ray Serve's proxies; the load generator's own share is in the JSON as client_cores). Well under the core count "
+        "and Ray Serve's proxies; the load generator's own share is in its own column). Well under the core count "
         "on a busy machine means the measurement was starved by other work; texts per CPU-second is then the steadier "
-        "figure (ONNX Runtime's spinning threads count as CPU too).",
+        "figure (ONNX Runtime's spinning threads count as CPU too). Load generator cores: the CPU time of the "
+        f"benchmark's own process (the clients) over the run, on the same cores; its HTTP client: "
+        f"{getattr(a, 'http_client', 'httpx')}.",
         f"- Cache: hit = the same texts again on a cache-on app, after one priming pass ({a.hit_passes} passes a run); miss = texts "
         "made unique with a two-word prefix (+2 tokens each) on the same app. Bulk HTTP, single and gRPC run on a cache-off app.",
         "- The service rows run the default placement (`encoder_placement=ingress`: the encoder inside the ingress "

@@ -50,7 +50,8 @@ def measure_service(a, corpus: Corpus, progress: bool) -> tuple[dict, dict]:
         def cfg(app, transport, conc, label, requests):
             return LoadConfig(transport=transport, url=app.http_url, grpc_target=app.grpc_target,
                               grpc_metadata=app.grpc_metadata, model=a.model, concurrency=conc, requests=requests,
-                              timeout_s=300, keep_samples=True, progress=progress, label=label)
+                              timeout_s=300, keep_samples=True, progress=progress, label=label,
+                              http_client=a.http_client)
 
         plan = [
             ("bulk_http", lambda r: (cfg(nocache, "http", a.bulk_concurrency, "bulk HTTP", len(bulk)), bulk, nocache)),
