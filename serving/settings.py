@@ -73,7 +73,8 @@ class Settings(BaseSettings):
         None, description="Plan as if the CPU had exactly these flags (e.g. avx2 to rule out bf16); unset: read from the CPU."
     )
     openvino_streams: int = Field(
-        1, ge=1, description="OpenVINO streams per encoder (batches of a round run side by side, threads split among them)."
+        0, ge=0, description="OpenVINO streams per encoder (batches of a round run side by side, threads split among "
+        "them; 0: two where the encoder has two threads or more, else one)."
     )
     artifact_dir: Path = Field(default_factory=default_artifact_dir, description="Where exported models live.")
     providers: CommaList = Field(["auto"], description="ONNX Runtime providers: auto, cpu, cuda, tensorrt.")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.backends.openvino import OpenVinoSession, pins_shared_cores
+from models.backends.openvino import OpenVinoSession, auto_streams, pins_shared_cores
 from tests.support.engine import artifact_dir, resolve_model
 
 CORES = len(os.sched_getaffinity(0))
@@ -39,3 +39,12 @@ def test_a_one_thread_engine_leaves_its_thread_to_the_os():
     session.compiled.create_infer_request().infer({k: v for k, v in inputs.items() if k in session.input_names})
     assert session.compiled.get_property("ENABLE_CPU_PINNING") is (CORES == 1)
     assert narrowed_threads() - before == set(), "an inference thread was pinned to fewer cores than the process has"
+
+
+def test_streams_0_means_two_where_the_engine_has_two_threads_or_more():
+    assert auto_streams(1) == 1 and auto_streams(2) == 2 and auto_streams(8) == 2
+    assert auto_streams(0) == (2 if CORES >= 2 else 1)  # 0 threads: one per core
+    session = OpenVinoSession(model_path(), precision="bf16", streams=0)
+    assert session.streams == auto_streams(0)
+    one = OpenVinoSession(model_path(), precision="bf16", threads=1, streams=0)
+    assert one.streams == 1

@@ -40,6 +40,15 @@ def pins_shared_cores(threads: int) -> bool:
     return 0 < threads < len(os.sched_getaffinity(0))
 
 
+def auto_streams(threads: int) -> int:
+    """Streams for `streams=0`: two where the engine has two threads or more, else one. Measured on
+    2 AMX Xeon cores (loadtest/FINDINGS.md, "Two streams for the service's rounds"): the service's
+    rounds are cut into runs of a few rows, and two 1-thread streams running them side by side beat
+    one 2-thread stream that syncs its threads at every op: every service row 1.07-1.13x."""
+    n = threads if threads > 0 else len(os.sched_getaffinity(0))
+    return 2 if n >= 2 else 1
+
+
 class OpenVinoSession:
     backend = "openvino"
 
@@ -52,7 +61,7 @@ class OpenVinoSession:
         config = {
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
             "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": str(max(1, streams)),
+            "NUM_STREAMS": str(streams if streams > 0 else auto_streams(threads)),
             "CPU_RUNTIME_CACHE_CAPACITY": str(cached_shapes),
         }
         if threads > 0:
