@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loadtest import bench_tasks, gemm_peak, sysinfo
+from loadtest.load_config import add_http_client_flag
 from loadtest.bench_report import (
     LABELS,
     MPNET_TEXTS,
@@ -78,8 +79,7 @@ def parse_args(argv):
     p.add_argument("--bulk-size", type=int, default=64, help="texts per bulk request")
     p.add_argument("--bulk-concurrency", type=int, default=4, help="bulk requests in flight")
     p.add_argument("--single-concurrency", type=int, default=32)
-    p.add_argument("--http-client", choices=["lean", "httpx"], default="lean",
-                   help="the load generator's HTTP client (httpx costs ~1.5 ms more a request)")
+    add_http_client_flag(p)
     p.add_argument("--hit-passes", type=int, default=5, help="passes over the texts in a cache-hit run")
     p.add_argument("--artifact-dir", default=None)
     p.add_argument("--skip-st", action="store_true", help="leave out sentence-transformers")

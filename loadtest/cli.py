@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 from loadtest.generator import run_load
-from loadtest.load_config import DEFAULT_DURATION_S, MAX_DURATION_S, MAX_REQUESTS, LoadConfig, NotLoopback
+from loadtest.load_config import (
+    DEFAULT_DURATION_S, MAX_DURATION_S, MAX_REQUESTS, LoadConfig, NotLoopback, add_http_client_flag,
+)
 from loadtest.recorder import format_report
 from loadtest.workload import Corpus, CorpusWorkload, CORPUS_PATH
 from models.errors import EmbedError
@@ -31,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grpc-app", default="embedserve",
                    help="Ray Serve application name, sent as gRPC metadata 'application' ('' sends none)")
     t.add_argument("--grpc-method", choices=["embed", "stream"], default="embed")
-    t.add_argument("--http-client", choices=["lean", "httpx"], default="lean",
-                   help="HTTP client: lean (asyncio streams, little client CPU) or httpx")
+    add_http_client_flag(t)
     t.add_argument("--model", default="all-MiniLM-L6-v2")
     t.add_argument("--encoding-format", default="float", help="float, base64 (HTTP), int8, uint8, binary, ubinary")
     t.add_argument("--api-key", default=None)

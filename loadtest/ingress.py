@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from loadtest.load_config import add_http_client_flag
+
 OPTIONS = ("proxy", "direct", "haproxy")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +87,7 @@ def measure_option(spec: dict) -> dict:
             return LoadConfig(transport=transport, url=app.http_url, grpc_target=app.grpc_target,
                               grpc_metadata=app.grpc_metadata, model=spec["model"], concurrency=conc,
                               requests=requests, timeout_s=120, progress=False, label=label,
-                              http_client=spec.get("http_client", "lean"), **kw)
+                              http_client=spec["http_client"], **kw)
 
         n, idle_n = len(single), min(spec["idle_requests"], len(single))
         for transport in ("http", "grpc"):  # warm-up: first runs of each shape, connections
@@ -229,8 +231,7 @@ def parse_args(argv):
     p.add_argument("--variant", default="auto")
     p.add_argument("--providers", default="cpu")
     p.add_argument("--artifact-dir", default=None)
-    p.add_argument("--http-client", choices=["lean", "httpx"], default="lean",
-                   help="the load generator's HTTP client (httpx costs ~1.5 ms more a request)")
+    add_http_client_flag(p)
     p.add_argument("--json", default=None, help="default: loadtest/results/ingress-<time>.json")
     p.add_argument("--child", choices=OPTIONS, help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)

@@ -48,8 +48,7 @@ class LeanHttpClient:
             raise ValueError(f"the lean client speaks plain http only: {base_url!r}")
         self.host, self.port = parts.hostname, parts.port or 80
         self.path_prefix = parts.path.rstrip("/")
-        host_header = parts.netloc
-        self.fixed = "".join(f"{k}: {v}\r\n" for k, v in {"host": host_header, **headers}.items())
+        self.fixed = "".join(f"{k}: {v}\r\n" for k, v in {"host": parts.netloc, **headers}.items())
         self.idle: list[_Connection] = []
         self.slots = asyncio.Semaphore(connections)
 
@@ -57,25 +56,20 @@ class LeanHttpClient:
         """POST `body` to `path` and read the whole answer."""
         async with self.slots:
             conn = self.idle.pop() if self.idle else None
-            reused = conn is not None
-            if conn is None:
-                conn = _Connection(*await asyncio.open_connection(self.host, self.port))
-            try:
-                answer = await self._exchange(conn, path, body)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                conn.close()
-                if not reused:
-                    raise
-                # A kept-alive connection the server had closed: once more, on a new one.
-                conn = _Connection(*await asyncio.open_connection(self.host, self.port))
+            for last in (conn is None, True):  # a kept-alive connection may have been closed under it
+                if conn is None:
+                    conn = _Connection(*await asyncio.open_connection(self.host, self.port))
                 try:
                     answer = await self._exchange(conn, path, body)
+                    break
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    conn.close()
+                    if last:
+                        raise
+                    conn = None  # once more, on a new connection
                 except BaseException:
                     conn.close()
                     raise
-            except BaseException:
-                conn.close()
-                raise
             if answer.headers.get("connection", "").lower() == "close":
                 conn.close()
             else:

@@ -17,6 +17,14 @@ MAX_RATE = 20_000.0
 MAX_TIMEOUT_S = 300.0
 MAX_WARMUP_S = 300.0
 DEFAULT_DURATION_S = 10.0
+HTTP_CLIENTS = ("lean", "httpx")  # the load generator's HTTP clients (loadtest.transports)
+
+
+def add_http_client_flag(parser) -> None:
+    """`--http-client`, as every load-driving command takes it."""
+    parser.add_argument("--http-client", choices=HTTP_CLIENTS, default=HTTP_CLIENTS[0],
+                        help="the load generator's HTTP client: lean (loadtest.lean_http, little client CPU) or "
+                             "httpx (~1.5 ms more a request on loopback)")
 
 
 class NotLoopback(ValueError):
@@ -63,7 +71,7 @@ class LoadConfig:
     grpc_method: Literal["embed", "stream"] = "embed"
     # HTTP client: "lean" (loadtest.lean_http, ~1.5 ms less client time a request than httpx on
     # loopback) or "httpx" (for https, or to compare)
-    http_client: Literal["lean", "httpx"] = "lean"
+    http_client: Literal["lean", "httpx"] = "lean"  # one of HTTP_CLIENTS
     model: str = "all-MiniLM-L6-v2"
     encoding_format: str = "float"
     api_key: str | None = None
@@ -87,8 +95,8 @@ class LoadConfig:
     def validate(self) -> "LoadConfig":
         if self.transport == "http":
             check_http_target(self.url)
-            if self.http_client not in ("lean", "httpx"):
-                raise ValueError(f"unknown http_client {self.http_client!r} (lean or httpx)")
+            if self.http_client not in HTTP_CLIENTS:
+                raise ValueError(f"unknown http_client {self.http_client!r} ({' or '.join(HTTP_CLIENTS)})")
         elif self.transport == "grpc":
             check_grpc_target(self.grpc_target)
         else:

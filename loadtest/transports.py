@@ -81,10 +81,16 @@ class HttpTransport:
             async with asyncio.timeout(self.cfg.timeout_s):
                 a = await self.client.post(self.path, body)
             return a.status, a.headers, a.body, a.headers_s, a.body_s
+        httpx = self.httpx
         t0 = time.perf_counter()
-        async with self.client.stream("POST", self.path, content=body) as resp:
-            t1 = time.perf_counter()
-            raw = await resp.aread()
+        try:  # httpx's errors as the lean client's (the builtins), so `send` names them once
+            async with self.client.stream("POST", self.path, content=body) as resp:
+                t1 = time.perf_counter()
+                raw = await resp.aread()
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(str(exc)) from exc
+        except httpx.ConnectError as exc:
+            raise ConnectionRefusedError(str(exc)) from exc
         return resp.status_code, resp.headers, raw, t1 - t0, time.perf_counter() - t1
 
     async def send(self, texts: list[str], body: bytes | None = None) -> Outcome:
@@ -95,11 +101,7 @@ class HttpTransport:
             return Outcome(False, "timeout", repr(exc)[:200])
         except ConnectionRefusedError as exc:
             return Outcome(False, "connect_error", repr(exc)[:200])
-        except Exception as exc:  # noqa: BLE001 (httpx's errors, a bad answer): named by class
-            if not self.lean and isinstance(exc, self.httpx.TimeoutException):
-                return Outcome(False, "timeout", repr(exc)[:200])
-            if not self.lean and isinstance(exc, self.httpx.ConnectError):
-                return Outcome(False, "connect_error", repr(exc)[:200])
+        except Exception as exc:  # noqa: BLE001 (a broken connection, a bad answer): named by class
             return Outcome(False, type(exc).__name__, repr(exc)[:200])
         t2 = time.perf_counter()
         if status != 200:
