@@ -60,15 +60,15 @@ def test_load_adds_encoder_replicas_up_to_the_maximum_and_quiet_removes_them(clu
             held.setdefault("at", t)
         return load.STOP if "at" in held and t > held["at"] + 5 else None
 
-    # Up: 10 clients keep up to 10 encoder calls in flight, five times the target per replica.
-    # Each carries 8 texts, so a request's time is mostly the encoder's: with one or two short
-    # texts the hops before it (proxy, ingress) held half the calls on a slow machine, and
-    # Serve saw too few in flight to want the maximum.
-    up = load.run(cluster_app.url(), request_of(8), workers=10, duration_s=150, timeout_s=90, on_tick=watch)
+    # Up: 12 clients keep up to 12 encoder calls in flight, three times the target of the
+    # maximum's replicas. Each carries 8 texts, so a request's time is mostly the encoder's:
+    # with one or two short texts the hops before it (proxy, ingress) held half the calls on a
+    # slow machine, and Serve saw too few in flight to want the maximum.
+    up = load.run(cluster_app.url(), request_of(8), workers=12, duration_s=150, timeout_s=90, on_tick=watch)
     print("scale up:", up.summary(), "replicas over time:", counts[:: max(1, len(counts) // 20)])
     assert max(n for _, n in counts) == high, counts
 
-    # Down, at once: one client, one text at a time (half a replica's target), while Serve
+    # Down, at once: one client, one text at a time (never more than one replica's target), while Serve
     # removes replicas.
     down_seen = []
 
