@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -90,6 +92,12 @@ def test_serve_starts_again_right_after_ctrl_c(tmp_path):
             banner = second.wait_banner()
             assert f"http://127.0.0.1:{ports[0]}/v1/embeddings" in banner, banner  # the same port, not the next one
             assert len(embed(ports[0], "after the restart")["data"]) == 1
+            # SIGTERM to the whole group (`kill -TERM -<pgid>`, systemd's control-group stop)
+            # reaches Ray's own processes too: with its GCS gone there is nothing to drain, and
+            # it stops at once, not after a minute of waiting on the dead GCS.
+            os.killpg(second.proc.pid, signal.SIGTERM)
+            assert second.proc.wait(timeout=30) == 0, second.output()[-3000:]
+            assert "stopped with the same signal: nothing left to drain" in second.output(), second.output()[-3000:]
         finally:
             second.close()
     finally:
