@@ -57,7 +57,9 @@ def ray_cluster():
     # The chart's pod env (Redis URL replaced by the local one); the models where the tests keep them.
     cluster = start_for_chart(chart(), artifact_dir(), WORKERS, CPUS_PER_WORKER, redis=True)
     yield cluster
-    cluster.stop()
+    # Nothing to drain at the session's end: what is still up after 10 s is killed (left to
+    # itself, a straggler of the nodes' process trees held the session ~35 s).
+    cluster.stop(timeout_s=10)
 
 
 @dataclass
