@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from serving import launch
+from serving import launch, shutdown
 from serving.launch import App
 from serving.ports import free_port
 from serving.settings import Settings
@@ -71,7 +71,7 @@ class LocalService:
         return app
 
     def stop(self) -> None:
-        launch.stop()
+        shutdown.stop()
 
 
 class RssSampler:

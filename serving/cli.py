@@ -25,10 +25,10 @@ from serving.launch import (
     running_serve_ports,
     start_ray,
     start_serve,
-    stop,
 )
 from serving.ports import PortInUse, check_ports, is_loopback, listens_at
 from serving.settings import Settings, settings_error
+from serving.shutdown import stop
 
 
 

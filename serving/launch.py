@@ -281,56 +281,6 @@ def endpoints(name: str, host: str = "127.0.0.1", ports: dict[str, int] | None =
     return f"http://{found['HTTP']}{prefix}", found.get("gRPC", "")
 
 
-def stop() -> None:
-    """Drain and stop the applications, then Ray. Where the signal that stops us reached this
-    machine's Ray too (sent to the whole process group, as `kill -TERM -<pgid>` or systemd's
-    control-group stop do: Ray's processes block only SIGINT), its GCS or raylet is gone and
-    nothing can be drained: stop at once instead of waiting a minute on the dead GCS."""
-    import threading
-
-    import ray
-    from ray import serve
-
-    def drain() -> None:
-        # serve.shutdown() alone tears the proxies down with requests in flight (their clients
-        # get a closed connection). Deleting the applications first lets every replica finish
-        # what it holds (graceful_shutdown_timeout_s) while the answers still go back (through
-        # the proxies, or, with direct ingress, the replica's own server, which stops taking
-        # new connections first).
-        try:
-            for name in serve.status().applications:
-                serve.delete(name, _blocking=True)
-            serve.shutdown()
-        except BaseException as exc:  # noqa: BLE001 (raised below, after Ray is stopped)
-            failed.append(exc)
-        finally:
-            drained.set()
-
-    drained, failed = threading.Event(), []
-    threading.Thread(target=drain, name="embedserve-drain", daemon=True).start()
-    while not drained.wait(0.2):
-        if lost := local_ray_lost():
-            print(f"Ray's {' and '.join(lost)} stopped with the same signal: nothing left to drain", flush=True)
-            try:
-                ray._private.worker._global_node.kill_all_processes(check_alive=False)
-            finally:
-                os._exit(0)  # ray.shutdown() would wait on the dead GCS too
-    ray.shutdown()
-    if failed:
-        raise failed[0]
-
-
-def local_ray_lost() -> list[str]:
-    """The GCS / raylet of the Ray this process started, if they have died (none: joined elsewhere)."""
-    from ray._private import ray_constants, worker
-
-    node = worker._global_node
-    if node is None or not node.head:
-        return []
-    vital = (ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET)
-    return sorted({kind for kind, _ in node.dead_processes() if kind in vital})
-
-
 @dataclass
 class App:
     """A running embedserve application: where to call it and how it was configured."""

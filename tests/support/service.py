@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving import launch
+from serving import launch, shutdown
 from serving.launch import App
 from serving.ports import free_port
 from serving.settings import Settings
@@ -38,7 +38,7 @@ class RayServe:
         return self
 
     def stop(self) -> None:
-        launch.stop()
+        shutdown.stop()
 
 
 def deploy(ray_serve: RayServe, name: str, route_prefix: str, **overrides) -> App:
