@@ -71,7 +71,7 @@ class LoadConfig:
     grpc_method: Literal["embed", "stream"] = "embed"
     # HTTP client: "lean" (loadtest.lean_http, ~1.5 ms less client time a request than httpx on
     # loopback) or "httpx" (for https, or to compare)
-    http_client: Literal["lean", "httpx"] = "lean"  # one of HTTP_CLIENTS
+    http_client: str = HTTP_CLIENTS[0]  # one of HTTP_CLIENTS (checked by validate)
     model: str = "all-MiniLM-L6-v2"
     encoding_format: str = "float"
     api_key: str | None = None

@@ -4,7 +4,7 @@ and stop at once where the signal took this machine's Ray down with it."""
 from __future__ import annotations
 
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 
 def stop() -> None:
@@ -21,27 +21,24 @@ def stop() -> None:
         # what it holds (graceful_shutdown_timeout_s) while the answers still go back (through
         # the proxies, or, with direct ingress, the replica's own server, which stops taking
         # new connections first).
-        try:
-            for name in serve.status().applications:
-                serve.delete(name, _blocking=True)
-            serve.shutdown()
-        except BaseException as exc:  # noqa: BLE001 (raised below, after Ray is stopped)
-            failed.append(exc)
-        finally:
-            drained.set()
+        for name in serve.status().applications:
+            serve.delete(name, _blocking=True)
+        serve.shutdown()
 
-    drained, failed = threading.Event(), []
-    threading.Thread(target=drain, name="embedserve-drain", daemon=True).start()
-    while not drained.wait(0.2):
+    pool = ThreadPoolExecutor(1, thread_name_prefix="embedserve-drain")
+    drained = pool.submit(drain)
+    pool.shutdown(wait=False)
+    while not wait([drained], timeout=0.2).done:
         if lost := local_ray_lost():
             print(f"Ray's {' and '.join(lost)} stopped with the same signal: nothing left to drain", flush=True)
             try:
                 ray._private.worker._global_node.kill_all_processes(check_alive=False)
             finally:
                 os._exit(0)  # ray.shutdown() would wait on the dead GCS too
-    ray.shutdown()
-    if failed:
-        raise failed[0]
+    try:
+        drained.result()  # the drain's error, if any, once Ray is stopped
+    finally:
+        ray.shutdown()
 
 
 def local_ray_lost() -> list[str]:

@@ -68,8 +68,8 @@ def test_load_adds_encoder_replicas_up_to_the_maximum_and_quiet_removes_them(clu
     print("scale up:", up.summary(), "replicas over time:", counts[:: max(1, len(counts) // 20)])
     assert max(n for _, n in counts) == high, counts
 
-    # Down, at once: one client, one text at a time (never more than one replica's target), while Serve
-    # removes replicas.
+    # Down, at once: one client, one text at a time (never more than one replica's target),
+    # while Serve removes replicas.
     down_seen = []
 
     def shrink(t: float):
