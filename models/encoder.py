@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnx
 
 from models import cpu as cpuinfo
 from models import variant_fidelity as fidelity
@@ -32,6 +33,7 @@ from models.run_planner import (
     width_step_for,
 )
 from models.head import Head
+from models.packing import pack_rows, packed_graph, packs_alike, pool_packed, segments
 from models.pooling import pool
 from models.postprocess import OutputOptions, postprocess
 from models.specs import ModelSpec
@@ -56,14 +58,16 @@ class EncodeStats:
     batch_sizes: list[int] = field(default_factory=list)
 
 
-def pad_batch(seqs: list[np.ndarray], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad to `width` (default: the longest row): (input_ids, attention_mask), both int64."""
+def pad_batch(seqs: list[np.ndarray], pad_id: int, width: int | None = None,
+              masks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad to `width` (default: the longest row): (input_ids, attention_mask), both int64;
+    the mask is 1 on each row's tokens, or its row of `masks` (a packed row's segments)."""
     width = max(max(len(s) for s in seqs), width or 0)
     ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), width), dtype=np.int64)
     for row, s in enumerate(seqs):
         ids[row, : len(s)] = s
-        mask[row, : len(s)] = 1
+        mask[row, : len(s)] = 1 if masks is None else masks[row]
     return ids, mask
 
 
@@ -83,6 +87,7 @@ class Encoder:
         floor: FidelityFloor = FidelityFloor(),
         cpu: cpuinfo.CpuInfo | None = None,
         calibrate: bool = True,
+        pack: bool = True,
     ):
         self.spec = spec
         self.artifacts = artifacts
@@ -110,6 +115,8 @@ class Encoder:
         self.session = self._open(self.choice.variant)
         # Runs padded to a multiple of it (models.run_planner.stepped_width).
         self.width_step = width_step_for(self.session.backend, width_step)
+        # Several texts a row where the graph allows it (models.packing), checked here first.
+        self.packing = pack and self._pack()
         self._opened.clear()  # sessions opened only to be measured are let go
         if self.session.precision != self.choice.variant.precision:
             log.warning(
@@ -120,6 +127,40 @@ class Encoder:
         if calibrate and self.session.describe()["device"] == "CPU":
             self.cost = self.measure_cost_model()
         log.debug("%s", self.summary())
+
+    def _pack(self) -> bool:
+        """On OpenVINO, an embedding model's graph rewritten to take packed rows, kept as the session
+        if it gives the exported graph's vectors for a few probe texts packed into shared rows;
+        else (another runtime, a graph this cannot rewrite, other vectors) rows of one text."""
+        if self.spec.task != "embed" or self.session.backend != "openvino":
+            return False
+        path = self.artifacts.root / self.artifacts.variant(self.variant)["file"]
+        model = onnx.load(str(path))
+        for offset in dict.fromkeys((0, self.spec.pad_token_id + 1)):  # RoBERTa counts from pad + 1
+            graph = packed_graph(model, offset)
+            if graph is None:
+                log.info("%s: texts not packed: the graph has no attention bias and position lookup to rewrite",
+                         self.spec.id)
+                return False
+            try:
+                # One stream unless asked: packed runs are few and full, and a second stream
+                # left a run of a small round to one thread (loadtest/FINDINGS.md, "Packing").
+                session = open_session(path, self.choice.variant, providers=self.providers, threads=self.threads,
+                                       streams=self.streams or 1, graph=graph.SerializeToString())
+            except (ValueError, RuntimeError) as exc:  # a graph over protobuf's 2 GiB, or one OpenVINO refuses
+                log.info("%s: texts not packed: %s", self.spec.id, exc)
+                return False
+            if packs_alike(self.session, session, self._reduce, self._reduce_packed, self._probe_ids(),
+                           self.spec.pad_token_id, self.spec.max_seq_length):
+                self.session = session
+                return True
+        log.info("%s: texts not packed: packed rows did not give the graph's own vectors", self.spec.id)
+        return False
+
+    def _probe_ids(self) -> tuple[int, int]:
+        """The range of token ids probes draw from: 1000..1999, inside a small vocabulary too."""
+        high = min(2000, self.tokenizer.vocab_size)
+        return min(1000, high // 2), high
 
     @classmethod
     def from_artifact_dir(cls, spec: ModelSpec, artifact_dir: Path, **kw) -> "Encoder":
@@ -162,11 +203,22 @@ class Encoder:
         if not seqs:
             return out
         limit = self.spec.max_seq_length
-        plan = plan_batches([len(s) for s in seqs], self.max_batch_size, self.max_batch_tokens, cost or self.cost,
+        lengths = [len(s) for s in seqs]
+        # Packed: rows of several texts (models.packing), planned as rows; else a row a text.
+        rows = pack_rows(lengths, limit) if self.packing else [[i] for i in range(len(seqs))]
+        units = [seqs[r[0]] if len(r) == 1 else np.concatenate([seqs[i] for i in r]) for r in rows]
+        masks = [segments([lengths[i] for i in r]) for r in rows] if self.packing else None
+
+        def texts(batch: list[int]) -> list[int]:  # a run's rows -> their texts, in order
+            return [i for r in batch for i in rows[r]]
+
+        plan = plan_batches([len(u) for u in units], self.max_batch_size, self.max_batch_tokens, cost or self.cost,
                             self.width_step, limit)
-        for batch, vectors in run_planned(self.session, seqs, plan, self.spec.pad_token_id, self._reduce, stats,
-                                          self.width_step, limit, each):
-            out[batch] = vectors
+        told = None if each is None else lambda batch, vectors: each(texts(batch), vectors)
+        reduce = self._reduce_packed if self.packing else self._reduce
+        for batch, vectors in run_planned(self.session, units, plan, self.spec.pad_token_id, reduce, stats,
+                                          self.width_step, limit, told, masks):
+            out[texts(batch)] = vectors
         return out
 
     def _reduce(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -175,6 +227,11 @@ class Encoder:
         if self.spec.task == "rerank":  # a copy: the states may live in the runtime's buffers
             return np.array(hidden, dtype=np.float32)
         pooled = pool(self.spec.pooling, hidden, mask)
+        return pooled if self.head is None else self.head(pooled)
+
+    def _reduce_packed(self, hidden: np.ndarray, segs: np.ndarray) -> np.ndarray:
+        """A packed run's token states -> one vector a text, in row order (models.packing)."""
+        pooled = pool_packed(self.spec.pooling, hidden, segs)
         return pooled if self.head is None else self.head(pooled)
 
     def embed(
@@ -193,8 +250,7 @@ class Encoder:
         prepares each shape it meets: OpenVINO ~1.3x a repeat); its median goes into the fixed
         cost of a run (models.run_planner.fit_cost_model)."""
         rng = np.random.default_rng(0)
-        high = min(2000, self.tokenizer.vocab_size)  # ids 1000..1999, inside a small vocabulary too
-        low = min(1000, high // 2)
+        low, high = self._probe_ids()
         timings, new_shape = [], []
         self.session.run(np.full((1, 4), low, dtype=np.int64), np.ones((1, 4), dtype=np.int64))  # allocations
         for rows, width in PROBE_SHAPES:
@@ -225,6 +281,7 @@ class Encoder:
             "fidelity": self.choice.fidelity,
             "cost_model": {"overhead_tokens": self.cost.overhead_tokens, "attention_tokens": self.cost.attention_tokens},
             "width_step": self.width_step,
+            "packed_rows": self.packing,
         }
 
     def summary(self) -> str:
@@ -235,25 +292,30 @@ class Encoder:
             f"{self.spec.id}: variant {self.variant} on {d['backend']} {d['version']} ({d['device']}, "
             f"{d['precision']}, {d['threads']} threads); CPU {self.cpu.model} "
             f"[{', '.join(self.cpu.features) or 'no reported features'}]; {self.choice.reason}; {fid_text}; "
-            f"cost model {self.cost.overhead_tokens:g} tokens a run, attention {self.cost.attention_tokens:g}"
+            f"cost model {self.cost.overhead_tokens:g} tokens a run, attention {self.cost.attention_tokens:g}; "
+            f"{'several texts a row' if self.packing else 'a row a text'}"
         )
 
 
 def run_planned(session, seqs: list[np.ndarray], plan: list[list[int]], pad_token_id: int, reduce,
                 stats: EncodeStats | None = None, width_step: int = 1,
-                width_limit: int | None = None, each: RunDone | None = None) -> list[tuple[list[int], np.ndarray]]:
+                width_limit: int | None = None, each: RunDone | None = None,
+                masks: list[np.ndarray] | None = None) -> list[tuple[list[int], np.ndarray]]:
     """Each planned batch of `seqs` padded (to `stepped_width` of its longest row), run and
     reduced (`reduce(outputs, mask)`) by `session`: (the batch's indices, its rows), in plan
-    order; `stats` counts time and tokens; `each(indices, rows)` hears of each batch when it is done."""
-    padded = [pad_batch(rows, pad_token_id, stepped_width(max(len(r) for r in rows), width_step, width_limit))
-              for rows in ([seqs[i] for i in batch] for batch in plan)]
+    order; `stats` counts time and tokens; `each(indices, rows)` hears of each batch when it is
+    done. `masks`: each sequence's mask row, where it is not all ones (packed rows' segments)."""
+    padded = [pad_batch([seqs[i] for i in batch], pad_token_id,
+                        stepped_width(max(len(seqs[i]) for i in batch), width_step, width_limit),
+                        None if masks is None else [masks[i] for i in batch])
+              for batch in plan]
     t0 = time.perf_counter()
     pooled = session.run_reduced(padded, reduce, None if each is None else lambda k, rows: each(plan[k], rows))
     if stats is not None:
         stats.inference_s += time.perf_counter() - t0
         stats.batches += len(plan)
         for batch, (_, mask) in zip(plan, padded):
-            stats.tokens += int(mask.sum())
+            stats.tokens += int(np.count_nonzero(mask))
             stats.padded_tokens += mask.size
-            stats.batch_sizes.append(len(batch))
+            stats.batch_sizes.append(len(batch) if masks is None else int(sum(masks[i][-1] for i in batch)))
     return list(zip(plan, pooled))

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         description="Pad each encoder run to a multiple of this many tokens (fewer distinct shapes for the runtime to "
                     "prepare and cache); 1: to the longest row; 0: the backend's (16 on OpenVINO, 1 on ONNX Runtime).",
     )
+    pack_texts: bool = Field(
+        True, description="Lay several texts end to end in one row of an encoder run, each attending only to itself "
+        "(on OpenVINO, where the model's graph allows it: checked at load against the graph as exported); false: "
+        "a row a text.",
+    )
     batch_wait_timeout_ms: float = Field(
         5.0, ge=0, description="Most an idle encoder waits for requests already on their way to it (admitted, not yet "
         "at the encoder) to share its round, and (or 5% of the last round's time, if longer) a round waits for the "
@@ -209,6 +214,7 @@ class Settings(BaseSettings):
             "max_batch_size": self.max_batch_size,
             "max_batch_tokens": self.max_batch_tokens,
             "width_step": self.pad_width_step,
+            "pack": self.pack_texts,
             "streams": self.openvino_streams,
             "floor": FidelityFloor(self.fidelity_min_cos, self.fidelity_top10_kept),
             "cpu": detected if self.cpu_features is None else detected.with_flags(set(self.cpu_features)),

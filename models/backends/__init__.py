@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from models.packing import BIAS_INPUT, packed_inputs
 from models.rerank import unpack
 from models.variants import Variant
 
@@ -42,12 +43,15 @@ class Session(Protocol):
 
 def feed(input_names: set[str], input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
     """Only the inputs the graph declares (BERT has token_type_ids, MPNet has none). A
-    cross-encoder's pairs carry their segments in the ids (models.rerank.pack)."""
+    cross-encoder's pairs carry their segments in the ids (models.rerank.pack); a packed graph's
+    rows carry their texts in the mask (models.packing)."""
     input_ids, segments = unpack(input_ids)
     out = {"input_ids": input_ids, "attention_mask": attention_mask}
     if "token_type_ids" in input_names:
         out["token_type_ids"] = np.zeros_like(input_ids) if segments is None else segments * attention_mask
-    if "position_ids" in input_names:  # decoders (Qwen): right padding, so every row counts from 0
+    if BIAS_INPUT in input_names:  # a packed graph: the mask numbers each row's texts
+        out |= packed_inputs(attention_mask)
+    elif "position_ids" in input_names:  # decoders (Qwen): right padding, so every row counts from 0
         out["position_ids"] = np.tile(np.arange(input_ids.shape[1], dtype=np.int64), (input_ids.shape[0], 1))
     return {k: v for k, v in out.items() if k in input_names}
 
@@ -66,13 +70,15 @@ def available_backends() -> tuple[str, ...]:
 
 
 def open_session(
-    path: Path, variant: Variant, *, providers: list[str] | str = "auto", threads: int = 0, streams: int = 1
+    path: Path, variant: Variant, *, providers: list[str] | str = "auto", threads: int = 0, streams: int = 1,
+    graph: bytes | None = None,
 ) -> Session:
-    """The session for `variant`'s graph at `path`: the one place a runtime is chosen."""
+    """The session for `variant`'s graph at `path` (or `graph`, that file rewritten; OpenVINO
+    only): the one place a runtime is chosen."""
     if variant.backend == "openvino":
         from models.backends.openvino import OpenVinoSession
 
-        return OpenVinoSession(path, variant.precision, threads=threads, streams=streams)
+        return OpenVinoSession(path, variant.precision, threads=threads, streams=streams, graph=graph)
     from models.backends.onnxruntime import OrtSession
 
     return OrtSession(path, providers=providers, threads=threads, precision=variant.precision)

@@ -54,7 +54,7 @@ class OpenVinoSession:
 
     def __init__(
         self, path: Path, precision: str = "fp32", threads: int = 0, streams: int = 1,
-        cached_shapes: int = RUNTIME_CACHE_SHAPES,
+        cached_shapes: int = RUNTIME_CACHE_SHAPES, graph: bytes | None = None,
     ):
         if precision not in PRECISION_HINTS:
             raise ValueError(f"OpenVINO runs fp32 or bf16 here, not {precision}")
@@ -72,7 +72,7 @@ class OpenVinoSession:
             # a node) both land on core 0 while core 1 idles. Fewer threads than cores: let the OS
             # place them.
             config["ENABLE_CPU_PINNING"] = "NO"
-        model = core().read_model(str(path))
+        model = core().read_model(str(path)) if graph is None else core().read_model(graph, b"")
         self.compiled = core().compile_model(model, "CPU", config)
         self.input_names = {p.get_any_name() for p in self.compiled.inputs}
         # What runs, read back: a CPU without bf16 units runs a bf16 hint at f32.
