@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spec_in = dict(model=a.model, artifact_dir=str(adir), variant=a.variant, providers=a.providers.split(","),
                    intra_op_threads=s.intra_op_threads, max_batch_size=s.max_batch_size,
-                   max_batch_tokens=s.max_batch_tokens, streams=s.openvino_streams, texts=corpus.texts,
+                   max_batch_tokens=s.max_batch_tokens, streams=s.openvino_streams, pack=s.pack_texts, texts=corpus.texts,
                    tokens=corpus.tokens, runs=a.runs)
     workdir = ROOT / "loadtest" / "results" / "tmp"
     rows: dict[str, dict] = {}

@@ -3,8 +3,9 @@ peak memory is its own:
 
   raw  the engine the service uses (the same variant choice, runtime, threads, streams, batch
        limits and measured cost model), in-process, on pre-tokenized texts: the whole set
-       length-sorted and planned (`models.run_planner.plan_batches`), batches handed to the
-       session as many at a time as it has streams. With another variant: that runtime's ceiling.
+       planned at once as the engine plans it (`Encoder.runs`: packed rows where it packs,
+       length-sorted runs at its width step), batches handed to the session as many at a time
+       as it has streams. With another variant: that runtime's ceiling.
   raw1 the same engine, one text at a time: tokenize + run + pool + normalize of each text
        (`Encoder.embed`), timed one by one: the floor under an idle service's latency.
   st   sentence-transformers `encode` on the same texts, batched as it batches them (sorted,
@@ -47,9 +48,7 @@ def _timed_batches(batches: list[list[int]], run_batch, runs: int) -> list[dict]
 
 def measure_raw(spec_in: dict) -> dict:
     from models import cpu as cpuinfo
-    from models.run_planner import padded_tokens, plan_batches
-    from models.encoder import Encoder, pad_batch
-    from models.pooling import pool
+    from models.encoder import Encoder
     from models.specs import resolve_model
 
     spec = resolve_model(spec_in["model"])
@@ -61,28 +60,28 @@ def measure_raw(spec_in: dict) -> dict:
         spec, Path(spec_in["artifact_dir"]), variant=spec_in["variant"], providers=spec_in["providers"],
         intra_op_threads=spec_in["intra_op_threads"], max_batch_size=spec_in["max_batch_size"],
         max_batch_tokens=spec_in["max_batch_tokens"], streams=spec_in.get("streams", 1), cpu=cpu,
+        pack=spec_in.get("pack", True),
     )
     load_s = time.perf_counter() - t0
     texts = spec_in["texts"]
     t0 = time.perf_counter()
     seqs = enc.tokenize(texts)
     tokenize_s = time.perf_counter() - t0
-    batches = plan_batches([len(s) for s in seqs], enc.max_batch_size, enc.max_batch_tokens, enc.cost)
+    batches = [batch for _, batch in enc.runs(seqs)]  # planned (and packed) as the engine plans them
     engine = enc.describe()
     streams = engine.get("streams") or 1
     groups = [batches[i : i + streams] for i in range(0, len(batches), streams)]
-    reduce = lambda hidden, mask: pool(spec.pooling, hidden, mask)  # noqa: E731
 
     def run_group(group):
-        padded = [pad_batch([seqs[i] for i in idx], spec.pad_token_id) for idx in group]
-        return enc.session.run_reduced(padded, reduce)
+        return enc.session.run_reduced(group, enc.reducer)
 
     runs = _timed_batches(groups, run_group, spec_in["runs"])
     return {
         "engine": engine["backend"], "variant": enc.variant, "precision": engine["precision"],
-        "describe": {k: engine[k] for k in ("backend", "version", "device", "precision", "threads", "streams", "cpu", "cost_model") if k in engine},
+        "describe": {k: engine[k] for k in ("backend", "version", "device", "precision", "threads", "streams", "cpu",
+                                            "cost_model", "width_step", "packed_rows") if k in engine},
         "load_s": load_s, "tokenize_s": tokenize_s, "batches": len(batches),
-        "padded_tokens": sum(padded_tokens([len(seqs[i]) for i in b]) for b in batches),
+        "padded_tokens": sum(mask.size for _, mask in batches),
         "runs": runs,
     }
 
@@ -96,7 +95,7 @@ def measure_raw_single(spec_in: dict) -> dict:
         resolve_model(spec_in["model"]), Path(spec_in["artifact_dir"]), variant=spec_in["variant"],
         providers=spec_in["providers"], intra_op_threads=spec_in["intra_op_threads"],
         max_batch_size=spec_in["max_batch_size"], max_batch_tokens=spec_in["max_batch_tokens"],
-        streams=spec_in.get("streams", 1), cpu=cpuinfo.detect(),
+        streams=spec_in.get("streams", 1), cpu=cpuinfo.detect(), pack=spec_in.get("pack", True),
     )
     texts = spec_in["texts"]
     for t in texts:  # one untimed pass: the first run of each shape costs more (OpenVINO compiles it)

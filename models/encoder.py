@@ -7,6 +7,7 @@ few batch shapes to fit that runtime's batching cost model (models.run_planner.C
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,12 +15,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import onnx
 
 from models import cpu as cpuinfo
 from models import variant_fidelity as fidelity
 from models.artifacts import ModelArtifacts
-from models.backends import Session, available_backends, open_session
+from models.backends import Batch, Each, Reduce, Session, available_backends, open_session
 from models.backends.onnxruntime import gpu_available
 from models.run_planner import (
     DEFAULT_COST,
@@ -33,7 +33,7 @@ from models.run_planner import (
     width_step_for,
 )
 from models.head import Head
-from models.packing import pack_rows, packed_graph, packs_alike, pool_packed, segments
+from models.packing import pack_rows, packs_alike, pool_packed, probes, segments, vectors_alone
 from models.pooling import pool
 from models.postprocess import OutputOptions, postprocess
 from models.specs import ModelSpec
@@ -101,6 +101,7 @@ class Encoder:
         self.max_batch_tokens = max_batch_tokens
         self.width_step = 1  # exact widths while the variant is chosen (and measured), then:
         self.cost: CostModel = DEFAULT_COST
+        self.packing = False  # a row a text while the variant is chosen, then (models.packing):
         self._opened: dict[str, Session] = {}
         self.choice: Choice = choose(
             variant,
@@ -131,30 +132,32 @@ class Encoder:
     def _pack(self) -> bool:
         """On OpenVINO, an embedding model's graph rewritten to take packed rows, kept as the session
         if it gives the exported graph's vectors for a few probe texts packed into shared rows;
-        else (another runtime, a graph this cannot rewrite, other vectors) rows of one text."""
+        else (another runtime, a graph this cannot rewrite, other vectors) rows of one text. The
+        graph as exported is let go before the rewritten one is compiled (one model's memory at a
+        time: two at once nearly tripled all-mpnet-base-v2's peak at load)."""
         if self.spec.task != "embed" or self.session.backend != "openvino":
             return False
+        limit, pad = self.spec.max_seq_length, self.spec.pad_token_id
+        seqs = probes(self._probe_ids(), limit)
+        want = vectors_alone(self.session, self._reduce, seqs, pad)
+        self.session = None
+        self._opened.clear()
+        gc.collect()  # the runtime's objects may hold each other: free them before the next compile
         path = self.artifacts.root / self.artifacts.variant(self.variant)["file"]
-        model = onnx.load(str(path))
-        for offset in dict.fromkeys((0, self.spec.pad_token_id + 1)):  # RoBERTa counts from pad + 1
-            graph = packed_graph(model, offset)
-            if graph is None:
-                log.info("%s: texts not packed: the graph has no attention bias and position lookup to rewrite",
-                         self.spec.id)
-                return False
+        why = "packed rows did not give the graph's own vectors"
+        for offset in dict.fromkeys((0, pad + 1)):  # RoBERTa counts positions from pad + 1
             try:
-                # One stream unless asked: packed runs are few and full, and a second stream
-                # left a run of a small round to one thread (loadtest/FINDINGS.md, "Packing").
                 session = open_session(path, self.choice.variant, providers=self.providers, threads=self.threads,
-                                       streams=self.streams or 1, graph=graph.SerializeToString())
-            except (ValueError, RuntimeError) as exc:  # a graph over protobuf's 2 GiB, or one OpenVINO refuses
-                log.info("%s: texts not packed: %s", self.spec.id, exc)
-                return False
-            if packs_alike(self.session, session, self._reduce, self._reduce_packed, self._probe_ids(),
-                           self.spec.pad_token_id, self.spec.max_seq_length):
+                                       streams=self.streams, packed=offset)
+            except ValueError as exc:  # NotPackable: not a graph the rewrite knows
+                why = str(exc)
+                break
+            if packs_alike(want, session, self._reduce_packed, seqs, pad, limit):
                 self.session = session
                 return True
-        log.info("%s: texts not packed: packed rows did not give the graph's own vectors", self.spec.id)
+            del session
+        log.info("%s: texts not packed: %s", self.spec.id, why)
+        self.session = self._open(self.choice.variant)
         return False
 
     def _probe_ids(self) -> tuple[int, int]:
@@ -202,24 +205,37 @@ class Encoder:
         out = np.empty((len(seqs), self.spec.dimension), dtype=np.float32)
         if not seqs:
             return out
+        runs = self.runs(seqs, cost)
+        told = None if each is None else lambda k, vectors: each(runs[k][0], vectors)
+        for texts, vectors in run_batches(self.session, runs, self.reducer, stats, told):
+            out[texts] = vectors
+        return out
+
+    def runs(self, seqs: list[np.ndarray], cost: CostModel | None = None) -> list[tuple[list[int], Batch]]:
+        """The runs `encode_ids` makes of `seqs`, in order: each run's texts (in the order of the
+        vectors its reduction gives) and its padded (ids, mask)."""
         limit = self.spec.max_seq_length
         lengths = [len(s) for s in seqs]
         # Packed: rows of several texts (models.packing), planned as rows; else a row a text.
         rows = pack_rows(lengths, limit) if self.packing else [[i] for i in range(len(seqs))]
         units = [seqs[r[0]] if len(r) == 1 else np.concatenate([seqs[i] for i in r]) for r in rows]
         masks = [segments([lengths[i] for i in r]) for r in rows] if self.packing else None
-
-        def texts(batch: list[int]) -> list[int]:  # a run's rows -> their texts, in order
-            return [i for r in batch for i in rows[r]]
-
-        plan = plan_batches([len(u) for u in units], self.max_batch_size, self.max_batch_tokens, cost or self.cost,
+        # A few full rows: cut into a run a stream, so no stream idles while one runs the round.
+        budget = self.max_batch_tokens
+        if self.packing and getattr(self.session, "streams", 1) > 1:
+            budget = min(budget, max(limit, -(-sum(lengths) // self.session.streams)))
+        plan = plan_batches([len(u) for u in units], self.max_batch_size, budget, cost or self.cost,
                             self.width_step, limit)
-        told = None if each is None else lambda batch, vectors: each(texts(batch), vectors)
-        reduce = self._reduce_packed if self.packing else self._reduce
-        for batch, vectors in run_planned(self.session, units, plan, self.spec.pad_token_id, reduce, stats,
-                                          self.width_step, limit, told, masks):
-            out[texts(batch)] = vectors
-        return out
+        return [([i for r in batch for i in rows[r]],
+                 pad_batch([units[r] for r in batch], self.spec.pad_token_id,
+                           stepped_width(max(len(units[r]) for r in batch), self.width_step, limit),
+                           None if masks is None else [masks[r] for r in batch]))
+                for batch in plan]
+
+    @property
+    def reducer(self) -> Reduce:
+        """A run's token states and mask -> its texts' vectors, as `runs` laid them out."""
+        return self._reduce_packed if self.packing else self._reduce
 
     def _reduce(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """A batch's token states -> its vectors: pooling, then the Dense layers if any. A
@@ -299,23 +315,27 @@ class Encoder:
 
 def run_planned(session, seqs: list[np.ndarray], plan: list[list[int]], pad_token_id: int, reduce,
                 stats: EncodeStats | None = None, width_step: int = 1,
-                width_limit: int | None = None, each: RunDone | None = None,
-                masks: list[np.ndarray] | None = None) -> list[tuple[list[int], np.ndarray]]:
+                width_limit: int | None = None, each: RunDone | None = None) -> list[tuple[list[int], np.ndarray]]:
     """Each planned batch of `seqs` padded (to `stepped_width` of its longest row), run and
     reduced (`reduce(outputs, mask)`) by `session`: (the batch's indices, its rows), in plan
-    order; `stats` counts time and tokens; `each(indices, rows)` hears of each batch when it is
-    done. `masks`: each sequence's mask row, where it is not all ones (packed rows' segments)."""
-    padded = [pad_batch([seqs[i] for i in batch], pad_token_id,
-                        stepped_width(max(len(seqs[i]) for i in batch), width_step, width_limit),
-                        None if masks is None else [masks[i] for i in batch])
-              for batch in plan]
+    order; `stats` counts time and tokens; `each(indices, rows)` hears of each batch when it is done."""
+    runs = [(batch, pad_batch([seqs[i] for i in batch], pad_token_id,
+                              stepped_width(max(len(seqs[i]) for i in batch), width_step, width_limit)))
+            for batch in plan]
+    return run_batches(session, runs, reduce, stats, None if each is None else lambda k, rows: each(plan[k], rows))
+
+
+def run_batches(session, runs: list[tuple[list[int], Batch]], reduce, stats: EncodeStats | None = None,
+                each: Each | None = None) -> list[tuple[list[int], np.ndarray]]:
+    """Runs (their texts, padded (ids, mask)) run and reduced by `session`: (texts, their rows), in
+    order; `stats` counts time, texts and tokens; `each(k, rows)` hears of run k when it is done."""
     t0 = time.perf_counter()
-    pooled = session.run_reduced(padded, reduce, None if each is None else lambda k, rows: each(plan[k], rows))
+    pooled = session.run_reduced([batch for _, batch in runs], reduce, each)
     if stats is not None:
         stats.inference_s += time.perf_counter() - t0
-        stats.batches += len(plan)
-        for batch, (_, mask) in zip(plan, padded):
+        stats.batches += len(runs)
+        for texts, (_, mask) in runs:
             stats.tokens += int(np.count_nonzero(mask))
             stats.padded_tokens += mask.size
-            stats.batch_sizes.append(len(batch) if masks is None else int(sum(masks[i][-1] for i in batch)))
-    return list(zip(plan, pooled))
+            stats.batch_sizes.append(len(texts))
+    return [(texts, rows) for (texts, _), rows in zip(runs, pooled)]

@@ -3,90 +3,23 @@ itself (a block-diagonal attention mask) and counting its positions from its own
 run of short texts is a few full rows instead of many padded ones.
 
 The exported graph builds its attention mask from `attention_mask` (b, t) and its positions from
-the row's length; `packed_graph` rewrites it to take both from the caller: the additive bias the
-attention layers add to their scores, (b, 1, t, t), and the position ids, (b, t). A text's
-vector is then what it is alone (its keys are the only ones not masked out, its positions are its
-own), which the engine checks at load against the graph as exported before it packs
-(models.encoder). A row's mask carries its segments: 1, 2, ... for its texts, 0 for padding.
+the row's length; the runtime rewrites it at load to take both from the caller (OpenVINO:
+models.backends.openvino.packed_model): the additive bias the attention layers add to their
+scores, (b, 1, t, t), and the position ids, (b, t). A text's vector is then what it is alone (its
+keys are the only ones not masked out, its positions are its own), which the engine checks at
+load against the graph as exported before it packs (`packs_alike`, models.encoder). A row's mask
+carries its segments: 1, 2, ... for its texts, 0 for padding. Pure numpy.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper
 
 from models.pooling import pool
 
 BIAS_INPUT = "packed_bias"
 POSITIONS_INPUT = "position_ids"
 MASKED = np.float32(np.finfo(np.float32).min)  # what the exported graphs add for a masked key
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    out: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            out.setdefault(name, []).append(node)
-    return out
-
-
-def _attention_bias(graph: onnx.GraphProto, consumers: dict[str, list[onnx.NodeProto]]) -> str | None:
-    """The tensor derived from `attention_mask` that the attention layers add to their scores:
-    of everything computed from the mask (not through its shape), the one most Add nodes take."""
-    seen, todo, best, best_adds = set(), ["attention_mask"], None, 0
-    while todo:
-        name = todo.pop()
-        adds = sum(1 for n in consumers.get(name, ()) if n.op_type == "Add")
-        if adds > best_adds and name != "attention_mask":
-            best, best_adds = name, adds
-        for node in consumers.get(name, ()):
-            if node.op_type == "Shape":
-                continue
-            for out in node.output:
-                if out not in seen:
-                    seen.add(out)
-                    todo.append(out)
-    return best
-
-
-def _position_gather(graph: onnx.GraphProto) -> onnx.NodeProto | None:
-    """The Gather that looks up absolute position embeddings (a 2-D weight named for them)."""
-    weights = {t.name for t in graph.initializer if len(t.dims) == 2 and "position_embeddings" in t.name}
-    found = [n for n in graph.node if n.op_type == "Gather" and n.input and n.input[0] in weights]
-    return found[0] if len(found) == 1 else None
-
-
-def packed_graph(model: onnx.ModelProto, offset: int = 0) -> onnx.ModelProto | None:
-    """`model` (an encoder as exported) taking its attention bias and position ids as inputs, or
-    None where the graph is not one this knows how to rewrite (no mask-derived bias added to the
-    scores, no single position-embedding lookup, or those inputs already declared). `offset` is
-    added to the position ids (RoBERTa's positions start past the padding id)."""
-    graph = model.graph
-    names = {i.name for i in graph.input}
-    if "attention_mask" not in names or names & {BIAS_INPUT, POSITIONS_INPUT}:
-        return None
-    consumers = _consumers(graph)
-    bias, gather = _attention_bias(graph, consumers), _position_gather(graph)
-    if bias is None or gather is None:
-        return None
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    graph.input.append(helper.make_tensor_value_info(BIAS_INPUT, TensorProto.FLOAT, ["batch", 1, "tokens", "tokens"]))
-    graph.input.append(helper.make_tensor_value_info(POSITIONS_INPUT, TensorProto.INT64, ["batch", "tokens"]))
-    positions = POSITIONS_INPUT
-    if offset:
-        positions = "packed_positions_from_offset"
-        graph.initializer.append(helper.make_tensor("packed_position_offset", TensorProto.INT64, [], [offset]))
-        graph.node.insert(0, helper.make_node("Add", [POSITIONS_INPUT, "packed_position_offset"], [positions]))
-    for node in graph.node:
-        for k, name in enumerate(node.input):
-            if name == bias and node.op_type == "Add":
-                node.input[k] = BIAS_INPUT
-        if node.op_type == "Gather" and list(node.input) == list(gather.input):
-            node.input[1] = positions
-    return out
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -163,16 +96,25 @@ def _padded(rows: list[np.ndarray], masks: list[np.ndarray], pad_id: int) -> tup
     return ids, mask
 
 
-def packs_alike(reference, packed, reduce, reduce_packed, id_range: tuple[int, int], pad_id: int,
-                capacity: int, min_cos: float = 0.9999, max_error: float = 1e-2) -> bool:
-    """Whether the `packed` session (a `packed_graph`) gives the `reference` session's vectors
-    (`reduce` / `reduce_packed` pool them) for random probe texts, several a row: cosine at
-    least `min_cos` and length within `max_error` for every text."""
+def probes(id_range: tuple[int, int], capacity: int) -> list[np.ndarray]:
+    """Random probe texts (token ids in `id_range`) for `packs_alike`, none over `capacity`."""
     rng = np.random.default_rng(1)
-    lengths = [min(n, capacity) for n in (*PROBE_LENGTHS, max(1, capacity * 3 // 5))]
-    seqs = [rng.integers(*id_range, size=n, dtype=np.int64) for n in lengths]
-    ids, mask = _padded(seqs, [np.ones(n, dtype=np.int64) for n in lengths], pad_id)
-    want = reduce(reference.run(ids, mask), mask)
+    return [rng.integers(*id_range, size=min(n, capacity), dtype=np.int64)
+            for n in (*PROBE_LENGTHS, max(1, capacity * 3 // 5))]
+
+
+def vectors_alone(session, reduce, seqs: list[np.ndarray], pad_id: int) -> np.ndarray:
+    """`seqs` run by an unpacked `session`, a row a text, and reduced: what packing must give."""
+    ids, mask = _padded(seqs, [np.ones(len(s), dtype=np.int64) for s in seqs], pad_id)
+    return reduce(session.run(ids, mask), mask)
+
+
+def packs_alike(want: np.ndarray, packed, reduce_packed, seqs: list[np.ndarray], pad_id: int, capacity: int,
+                min_cos: float = 0.9999, max_error: float = 1e-2) -> bool:
+    """Whether the `packed` session (the graph rewritten for packed rows), `seqs` packed into rows
+    of `capacity`, gives `want` (`vectors_alone`): cosine at least `min_cos` and length within
+    `max_error` for every text."""
+    lengths = [len(s) for s in seqs]
     rows = pack_rows(lengths, capacity)
     ids, segs = _padded([np.concatenate([seqs[i] for i in r]) for r in rows],
                         [segments([lengths[i] for i in r]) for r in rows], pad_id)

@@ -8,20 +8,22 @@ ONNX Runtime, run rows of one text; a rewrite that gives other vectors is refuse
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 
+from models.backends import open_session
+from models.backends.openvino import NotPackable, core, packed_model
 from models.encoder import Encoder, EncodeStats
 from models.model_folder import exported_spec
 from models.packing import (
     BIAS_INPUT,
     MASKED,
     pack_rows,
-    packed_graph,
     packed_inputs,
     packs_alike,
     pool_packed,
+    probes,
     segments,
+    vectors_alone,
 )
 from models.pooling import POOLERS, pool
 from models.specs import register_user_model, resolve_model
@@ -108,20 +110,21 @@ def test_the_shipped_model_packs_on_openvino_and_not_on_onnx_runtime():
 def test_a_rewrite_that_gives_other_vectors_is_refused(user_models):
     """XLM-RoBERTa counts positions from the padding id + 1: a graph fed positions from 0 gives other
     vectors, and the load-time check tells them apart (the engine then tries the offset)."""
-    from models.backends import open_session
-
     enc = openvino_encoder(user_models, "tiny-xlm-roberta")
     path = enc.artifacts.root / enc.artifacts.variant(enc.variant)["file"]
-    model = onnx.load(str(path))
-    unpacked = open_session(path, enc.choice.variant, providers="cpu")
-    args = (enc._reduce, enc._reduce_packed, enc._probe_ids(), enc.spec.pad_token_id, enc.spec.max_seq_length)
+    seqs = probes(enc._probe_ids(), enc.spec.max_seq_length)
+    want = vectors_alone(open_session(path, enc.choice.variant, providers="cpu"), enc._reduce, seqs, enc.spec.pad_token_id)
     for offset, alike in ((0, False), (enc.spec.pad_token_id + 1, True)):
-        graph = packed_graph(model, offset).SerializeToString()
-        packed = open_session(path, enc.choice.variant, providers="cpu", graph=graph)
-        assert packs_alike(unpacked, packed, *args) == alike, offset
+        packed = open_session(path, enc.choice.variant, providers="cpu", packed=offset)
+        assert packs_alike(want, packed, enc._reduce_packed, seqs, enc.spec.pad_token_id,
+                           enc.spec.max_seq_length) == alike, offset
 
 
-def test_a_graph_with_its_own_position_input_is_not_rewritten(user_models):
-    enc = openvino_encoder(user_models, "tiny-qwen3")
-    model = onnx.load(str(enc.artifacts.root / enc.artifacts.variant(enc.variant)["file"]))
-    assert packed_graph(model) is None and not enc.packing
+@pytest.mark.parametrize("name", ["tiny-qwen3", "tiny-modernbert"])
+def test_a_graph_without_a_position_lookup_to_rewrite_is_not_packed(user_models, name):
+    """Qwen3 takes its position ids as an input already; ModernBERT's positions are rotary."""
+    enc = openvino_encoder(user_models, name)
+    path = enc.artifacts.root / enc.artifacts.variant(enc.variant)["file"]
+    assert packed_model(core().read_model(str(path))) is None and not enc.packing
+    with pytest.raises(NotPackable):
+        open_session(path, enc.choice.variant, providers="cpu", packed=0)

@@ -71,14 +71,15 @@ def available_backends() -> tuple[str, ...]:
 
 def open_session(
     path: Path, variant: Variant, *, providers: list[str] | str = "auto", threads: int = 0, streams: int = 1,
-    graph: bytes | None = None,
+    packed: int | None = None,
 ) -> Session:
-    """The session for `variant`'s graph at `path` (or `graph`, that file rewritten; OpenVINO
-    only): the one place a runtime is chosen."""
+    """The session for `variant`'s graph at `path`: the one place a runtime is chosen. `packed`
+    (OpenVINO only): the graph rewritten to take packed rows, positions counted from it
+    (models.packing; NotPackable where it cannot be)."""
     if variant.backend == "openvino":
         from models.backends.openvino import OpenVinoSession
 
-        return OpenVinoSession(path, variant.precision, threads=threads, streams=streams, graph=graph)
+        return OpenVinoSession(path, variant.precision, threads=threads, streams=streams, packed=packed)
     from models.backends.onnxruntime import OrtSession
 
     return OrtSession(path, providers=providers, threads=threads, precision=variant.precision)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 
 from models.backends import Batch, Each, Reduce, feed
+from models.packing import BIAS_INPUT, POSITIONS_INPUT
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 # OpenVINO's element type names -> the engine's precision names.
@@ -49,12 +51,69 @@ def auto_streams(threads: int) -> int:
     return 2 if n >= 2 else 1
 
 
+class NotPackable(ValueError):
+    """The graph has no attention bias and position lookup `packed_model` knows how to rewrite."""
+
+
+def _attention_bias(mask: ov.Node) -> ov.Output | None:
+    """The tensor computed from the `attention_mask` parameter that the attention layers add to
+    their scores: of everything derived from the mask (not through its shape), what most Adds take."""
+    best, most, todo, seen = None, 0, [mask.output(0)], set()
+    while todo:
+        out = todo.pop()
+        users = [target.get_node() for target in out.get_target_inputs()]
+        adds = sum(1 for node in users if node.get_type_name() == "Add")
+        if adds > most and out.get_node() is not mask:
+            best, most = out, adds
+        for node in users:
+            if node.get_type_name() != "ShapeOf" and node.get_instance_id() not in seen:
+                seen.add(node.get_instance_id())
+                todo.extend(node.outputs())
+    return best
+
+
+def _position_gather(model: ov.Model) -> ov.Node | None:
+    """The one Gather that looks up absolute position embeddings (a 2-D constant named for them)."""
+    found = [op for op in model.get_ops() if op.get_type_name() == "Gather"
+             and op.input_value(0).get_node().get_type_name() == "Constant"
+             and len(op.input_value(0).get_partial_shape()) == 2
+             and any("position_embeddings" in n for n in op.input_value(0).get_names())]
+    return found[0] if len(found) == 1 else None
+
+
+def packed_model(model: ov.Model, offset: int = 0) -> ov.Model | None:
+    """`model` (an encoder as exported) rewritten in place to take packed rows (models.packing):
+    its attention bias (b, 1, t, t) and position ids (b, t, counted from `offset`: RoBERTa's start
+    past the padding id) as inputs. None where the graph is not one this knows: no mask-derived
+    f32 bias added to the scores, no single position-embedding lookup, or those inputs taken already."""
+    params = {p.get_friendly_name(): p for p in model.get_parameters()}
+    if "attention_mask" not in params or params.keys() & {BIAS_INPUT, POSITIONS_INPUT}:
+        return None
+    bias, gather = _attention_bias(params["attention_mask"]), _position_gather(model)
+    if bias is None or gather is None or bias.get_element_type() != ov.Type.f32:
+        return None
+    bias_in = ops.parameter([-1, 1, -1, -1], ov.Type.f32, name=BIAS_INPUT)
+    positions_in = ops.parameter([-1, -1], ov.Type.i64, name=POSITIONS_INPUT)
+    for param in (bias_in, positions_in):
+        param.output(0).set_names({param.get_friendly_name()})
+    for target in list(bias.get_target_inputs()):
+        if target.get_node().get_type_name() == "Add":
+            target.replace_source_output(bias_in.output(0))
+    positions = positions_in.output(0)
+    if offset:
+        positions = ops.add(positions, ops.constant(np.int64(offset))).output(0)
+    if gather.input_value(1).get_element_type() != ov.Type.i64:
+        positions = ops.convert(positions, gather.input_value(1).get_element_type()).output(0)
+    gather.input(1).replace_source_output(positions)
+    return ov.Model(model.get_results(), [*model.get_parameters(), bias_in, positions_in], model.get_friendly_name())
+
+
 class OpenVinoSession:
     backend = "openvino"
 
     def __init__(
         self, path: Path, precision: str = "fp32", threads: int = 0, streams: int = 1,
-        cached_shapes: int = RUNTIME_CACHE_SHAPES, graph: bytes | None = None,
+        cached_shapes: int = RUNTIME_CACHE_SHAPES, packed: int | None = None,
     ):
         if precision not in PRECISION_HINTS:
             raise ValueError(f"OpenVINO runs fp32 or bf16 here, not {precision}")
@@ -72,7 +131,11 @@ class OpenVinoSession:
             # a node) both land on core 0 while core 1 idles. Fewer threads than cores: let the OS
             # place them.
             config["ENABLE_CPU_PINNING"] = "NO"
-        model = core().read_model(str(path)) if graph is None else core().read_model(graph, b"")
+        model = core().read_model(str(path))
+        if packed is not None:  # rewritten to take packed rows, positions counted from `packed`
+            model = packed_model(model, packed)
+            if model is None:
+                raise NotPackable(f"{path.name}: no attention bias and position lookup to rewrite for packed rows")
         self.compiled = core().compile_model(model, "CPU", config)
         self.input_names = {p.get_any_name() for p in self.compiled.inputs}
         # What runs, read back: a CPU without bf16 units runs a bf16 hint at f32.
