@@ -102,6 +102,7 @@ class Encoder:
         self.width_step = 1  # exact widths while the variant is chosen (and measured), then:
         self.cost: CostModel = DEFAULT_COST
         self.packing = False  # a row a text while the variant is chosen, then (models.packing):
+        self.pack_capacity = 0  # tokens a packed row holds (0: the model's maximum; loadtest.packing varies it)
         self._opened: dict[str, Session] = {}
         self.choice: Choice = choose(
             variant,
@@ -217,7 +218,7 @@ class Encoder:
         limit = self.spec.max_seq_length
         lengths = [len(s) for s in seqs]
         # Packed: rows of several texts (models.packing), planned as rows; else a row a text.
-        rows = pack_rows(lengths, limit) if self.packing else [[i] for i in range(len(seqs))]
+        rows = pack_rows(lengths, self.pack_capacity or limit) if self.packing else [[i] for i in range(len(seqs))]
         units = [seqs[r[0]] if len(r) == 1 else np.concatenate([seqs[i] for i in r]) for r in rows]
         masks = [segments([lengths[i] for i in r]) for r in rows] if self.packing else None
         # A few full rows: cut into a run a stream, so no stream idles while one runs the round.
