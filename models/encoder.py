@@ -7,7 +7,6 @@ few batch shapes to fit that runtime's batching cost model (models.run_planner.C
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -143,7 +142,6 @@ class Encoder:
         want = vectors_alone(self.session, self._reduce, seqs, pad)
         self.session = None
         self._opened.clear()
-        gc.collect()  # the runtime's objects may hold each other: free them before the next compile
         path = self.artifacts.root / self.artifacts.variant(self.variant)["file"]
         why = "packed rows did not give the graph's own vectors"
         for offset in dict.fromkeys((0, pad + 1)):  # RoBERTa counts positions from pad + 1
@@ -223,7 +221,7 @@ class Encoder:
         masks = [segments([lengths[i] for i in r]) for r in rows] if self.packing else None
         # A few full rows: cut into a run a stream, so no stream idles while one runs the round.
         budget = self.max_batch_tokens
-        if self.packing and getattr(self.session, "streams", 1) > 1:
+        if self.packing and self.session.streams > 1:  # packing runs on OpenVINO only
             budget = min(budget, max(limit, -(-sum(lengths) // self.session.streams)))
         plan = plan_batches([len(u) for u in units], self.max_batch_size, budget, cost or self.cost,
                             self.width_step, limit)
