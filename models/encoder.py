@@ -27,12 +27,13 @@ from models.run_planner import (
     PROBE_SHAPES,
     CostModel,
     fit_cost_model,
+    pad_batch,
     plan_batches,
     stepped_width,
     width_step_for,
 )
 from models.head import Head
-from models.packing import pack_rows, packs_alike, pool_packed, probes, segments, vectors_alone
+from models.packing import pack_rows, packed_units, packs_alike, pool_packed, probes, vectors_alone
 from models.pooling import pool
 from models.postprocess import OutputOptions, postprocess
 from models.specs import ModelSpec
@@ -55,19 +56,6 @@ class EncodeStats:
     padded_tokens: int = 0
     inference_s: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
-
-
-def pad_batch(seqs: list[np.ndarray], pad_id: int, width: int | None = None,
-              masks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad to `width` (default: the longest row): (input_ids, attention_mask), both int64;
-    the mask is 1 on each row's tokens, or its row of `masks` (a packed row's segments)."""
-    width = max(max(len(s) for s in seqs), width or 0)
-    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=np.int64)
-    for row, s in enumerate(seqs):
-        ids[row, : len(s)] = s
-        mask[row, : len(s)] = 1 if masks is None else masks[row]
-    return ids, mask
 
 
 class Encoder:
@@ -217,8 +205,7 @@ class Encoder:
         lengths = [len(s) for s in seqs]
         # Packed: rows of several texts (models.packing), planned as rows; else a row a text.
         rows = pack_rows(lengths, self.pack_capacity or limit) if self.packing else [[i] for i in range(len(seqs))]
-        units = [seqs[r[0]] if len(r) == 1 else np.concatenate([seqs[i] for i in r]) for r in rows]
-        masks = [segments([lengths[i] for i in r]) for r in rows] if self.packing else None
+        units, masks = packed_units(seqs, rows) if self.packing else (seqs, None)
         # A few full rows: cut into a run a stream, so no stream idles while one runs the round.
         budget = self.max_batch_tokens
         if self.packing and self.session.streams > 1:  # packing runs on OpenVINO only

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from models.pooling import pool
+from models.run_planner import pad_batch
+from models.variant_fidelity import cosines
 
 BIAS_INPUT = "packed_bias"
 POSITIONS_INPUT = "position_ids"
@@ -38,6 +40,13 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
             rows.append([i])
             room.append(capacity - lengths[i])
     return rows
+
+
+def packed_units(seqs: list[np.ndarray], rows: list[list[int]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`rows` (from `pack_rows`) as sequences to pad and run: each row's texts laid end to end,
+    and its mask of segments."""
+    units = [seqs[r[0]] if len(r) == 1 else np.concatenate([seqs[i] for i in r]) for r in rows]
+    return units, [segments([len(seqs[i]) for i in r]) for r in rows]
 
 
 def segments(lengths: list[int]) -> np.ndarray:
@@ -87,15 +96,6 @@ def pool_packed(kind: str, hidden: np.ndarray, segs: np.ndarray) -> np.ndarray:
 PROBE_LENGTHS = (2, 5, 9, 17, 31, 44, 3, 70, 12, 7)
 
 
-def _padded(rows: list[np.ndarray], masks: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for k, (r, m) in enumerate(zip(rows, masks)):
-        ids[k, : len(r)], mask[k, : len(m)] = r, m
-    return ids, mask
-
-
 def probes(id_range: tuple[int, int], capacity: int) -> list[np.ndarray]:
     """Random probe texts (token ids in `id_range`) for `packs_alike`, none over `capacity`."""
     rng = np.random.default_rng(1)
@@ -105,7 +105,7 @@ def probes(id_range: tuple[int, int], capacity: int) -> list[np.ndarray]:
 
 def vectors_alone(session, reduce, seqs: list[np.ndarray], pad_id: int) -> np.ndarray:
     """`seqs` run by an unpacked `session`, a row a text, and reduced: what packing must give."""
-    ids, mask = _padded(seqs, [np.ones(len(s), dtype=np.int64) for s in seqs], pad_id)
+    ids, mask = pad_batch(seqs, pad_id)
     return reduce(session.run(ids, mask), mask)
 
 
@@ -114,13 +114,10 @@ def packs_alike(want: np.ndarray, packed, reduce_packed, seqs: list[np.ndarray],
     """Whether the `packed` session (the graph rewritten for packed rows), `seqs` packed into rows
     of `capacity`, gives `want` (`vectors_alone`): cosine at least `min_cos` and length within
     `max_error` for every text."""
-    lengths = [len(s) for s in seqs]
-    rows = pack_rows(lengths, capacity)
-    ids, segs = _padded([np.concatenate([seqs[i] for i in r]) for r in rows],
-                        [segments([lengths[i] for i in r]) for r in rows], pad_id)
+    rows = pack_rows([len(s) for s in seqs], capacity)
+    units, masks = packed_units(seqs, rows)
+    ids, segs = pad_batch(units, pad_id, masks=masks)
     got = reduce_packed(packed.run(ids, segs), segs)
     want = want[[i for r in rows for i in r]]
-    norms = np.linalg.norm(want, axis=1)
-    cos = (got * want).sum(axis=1) / np.maximum(np.linalg.norm(got, axis=1) * norms, 1e-12)
-    error = np.linalg.norm(got - want, axis=1) / np.maximum(norms, 1e-12)
-    return bool(cos.min() >= min_cos and error.max() <= max_error)
+    error = np.linalg.norm(got - want, axis=1) / np.maximum(np.linalg.norm(want, axis=1), 1e-12)
+    return bool(cosines(got, want).min() >= min_cos and error.max() <= max_error)

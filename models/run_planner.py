@@ -1,4 +1,4 @@
-"""Batch planning: sort by length to cut padding, and cap each batch by a token budget.
+"""Batch planning: sort by length to cut padding, cap each batch by a token budget, and pad it.
 
 Pure functions, shared by the engine (which splits any request this way) and the service's
 dynamic batcher.
@@ -147,3 +147,16 @@ def plan_batches(
         batches.append(order[cut[j] : j])
         j = cut[j]
     return batches[::-1]
+
+
+def pad_batch(seqs: list[np.ndarray], pad_id: int, width: int | None = None,
+              masks: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad to `width` (default: the longest row): (input_ids, attention_mask), both int64;
+    the mask is 1 on each row's tokens, or its row of `masks` (a packed row's segments)."""
+    width = max(max(len(s) for s in seqs), width or 0)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = s
+        mask[row, : len(s)] = 1 if masks is None else masks[row]
+    return ids, mask
