@@ -8,18 +8,25 @@ not when the whole round ends, so its caller can come back while the round still
 When does a round wait? Only when company is on its way:
 - an idle encoder whose caller says more calls follow (`submit(..., coming=n)`: requests
   admitted upstream that have not reached the encoder yet) waits for them, at most `max_wait_s`;
-- after a round of several calls, the next one waits for that round's callers to come back
-  (a closed loop of k clients sends k requests again), at most `max_wait_s` or 5% of the last
-  round's time, whichever is longer. Without it, 4 clients of 32 rerank pairs each rode rounds
+- after a round of several calls (one round at a time), the next one waits for that round's
+  callers to come back (a closed loop of k clients sends k requests again), at most `max_wait_s`
+  or 5% of the last round's time, whichever is longer. Without it, 4 clients of 32 rerank pairs each rode rounds
   of 1, 3, 1, 3 calls; with it, 4, 4, 4 (loadtest/FINDINGS.md, "Rounds that wait for their callers").
 A call nobody follows, and the first call after a pause, start at once.
+
+Rounds overlap where the engine has several streams (`overlap=True`): the next round is gathered
+as soon as every run of the current one is under way and a stream is free (the engine tells it:
+`run_round(..., started=)`), and its runs start beside the current round's last ones, so no
+stream idles while a round ends and its callers come back (loadtest/FINDINGS.md, "Overlapping
+rounds"). At most two rounds are in flight, and the next one does not wait for callers to come
+back: a stream is free.
 
 Why not a batch window alone (Ray Serve's `@serve.batch`): that forms a batch from whatever
 arrives within the window of its first call and then queues the batch behind the running
 one; under load it queues many small batches instead of one full one (measured: rounds of
 1.8 texts with 32 single-text callers waiting).
 
-Plain asyncio plus one worker thread for the inference; it knows nothing of Ray.
+Plain asyncio plus a worker thread a round in flight for the inference; it knows nothing of Ray.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ RETURN_WINDOW_S = 0.05
 # batcher's `max_wait_s`, if longer): a few percent of the engine's time against rounds that
 # hold every client's request rather than alternating small ones.
 RETURN_PATIENCE = 0.05
+# Rounds in flight at once when they overlap: the one whose last runs are running, and the next.
+MAX_IN_FLIGHT = 2
 
 
 @dataclass
@@ -69,6 +78,11 @@ class RoundInfo:
     calls: int
     inference_s: float
     queue_s: float  # this call's wait from submit to the start of its round
+
+
+def _tell(ready: asyncio.Future) -> None:
+    if not ready.done():
+        ready.set_result(None)
 
 
 def take_round(queue: deque, max_tokens: int) -> list:
@@ -120,14 +134,18 @@ class ContinuousBatcher:
         max_round_tokens: int,
         max_wait_s: float,
         on_round: Callable[[EncodeStats], None] | None = None,
+        overlap: bool = False,
     ):
         self.run_round = run_round
+        self.overlap = overlap  # run_round takes `started=`: the next round may start then
         self.on_round = on_round
         self.max_round_tokens = max_round_tokens
         self.max_wait_s = max_wait_s
         self.queue: deque[_Call] = deque()
-        # One inference at a time; ONNX Runtime parallelizes inside the run.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
+        # One round at a time (two overlapping), each in its own thread; the runtime
+        # parallelizes inside a run and runs a round's runs side by side on its streams.
+        self._pool = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT if overlap else 1, thread_name_prefix="rounds")
+        self._in_flight: set[asyncio.Task] = set()
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._coming = 0  # what the latest caller said: calls still on their way after it
@@ -166,13 +184,17 @@ class ContinuousBatcher:
             coming = self._coming if idle else 0  # requests admitted upstream, on their way
             if self.max_wait_s > 0 and (coming > 0 or len(self.queue) < returning):
                 await self._gather(loop, returning, idle, max(self.max_wait_s, patience))
+            while len(self._in_flight) >= MAX_IN_FLIGHT:
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             calls = take_round(self.queue, self.max_round_tokens)
             idle = not calls
             if calls:
                 started = loop.time()
-                await self._run(loop, calls)
+                await self._start(loop, calls)
                 ended = loop.time()
-                returning = len(calls) + len(self.queue) if len(calls) > 1 else 0
+                # Overlapping, a free stream would idle while the next round waits for callers:
+                # it takes whoever is back (measured: waiting cost single texts 5%).
+                returning = len(calls) + len(self.queue) if len(calls) > 1 and not self.overlap else 0
                 patience = RETURN_PATIENCE * (ended - started)
 
     async def _gather(self, loop: asyncio.AbstractEventLoop, returning: int, idle: bool, wait_s: float) -> None:
@@ -191,14 +213,25 @@ class ContinuousBatcher:
             except TimeoutError:
                 return
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
+    async def _start(self, loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
+        """Run a round of `calls`; return when it has ended, or (overlapping) when the engine
+        can start the next one beside it."""
+        ready = loop.create_future()
+        task = loop.create_task(self._run(loop, calls, ready if self.overlap else None))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, calls: list[_Call], ready: asyncio.Future | None) -> None:
         flat = [s for c in calls for s in c.seqs]
         round_ = _Round(calls, len(flat))
-        each = None
+        kw: dict[str, Any] = {}
         if len(calls) > 1:  # a lone call is answered when its round ends anyway
-            each = lambda indices, rows: loop.call_soon_threadsafe(round_.done, indices, rows)  # noqa: E731
+            kw["each"] = lambda indices, rows: loop.call_soon_threadsafe(round_.done, indices, rows)
+        if ready is not None:
+            kw["started"] = lambda: loop.call_soon_threadsafe(_tell, ready)
         try:
-            vectors, stats = await loop.run_in_executor(self._pool, functools.partial(self.run_round, flat, each=each))
+            vectors, stats = await loop.run_in_executor(self._pool, functools.partial(self.run_round, flat, **kw))
         except Exception as exc:  # noqa: BLE001 (every caller of the round gets the error)
             for c in calls:
                 if not c.future.done():

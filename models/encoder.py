@@ -18,7 +18,7 @@ import numpy as np
 from models import cpu as cpuinfo
 from models import variant_fidelity as fidelity
 from models.artifacts import ModelArtifacts
-from models.backends import Batch, Each, Reduce, Session, available_backends, open_session
+from models.backends import Batch, Each, Reduce, Session, Started, available_backends, open_session
 from models.backends.onnxruntime import gpu_available
 from models.run_planner import (
     DEFAULT_COST,
@@ -182,19 +182,21 @@ class Encoder:
 
     def encode_ids(
         self, seqs: list[np.ndarray], stats: EncodeStats | None = None, cost: CostModel | None = None,
-        each: RunDone | None = None,
+        each: RunDone | None = None, started: Started | None = None,
     ) -> np.ndarray:
         """Pooled full-dimension vectors (float32, not normalized), in input order. The runs are
         planned with `cost`, else with the cost model measured at load (which varies a little
         from one load to the next: a caller that must give the same bytes for the same rows, like
         the bulk job, passes a fixed one). `each(indices, vectors)` is told of each run's rows as
-        soon as the run is done (a continuous batcher hands them to their callers at once)."""
+        soon as the run is done (a continuous batcher hands them to their callers at once);
+        `started()` once every run is under way and a stream is free for the next round's
+        (models.backends.Session.run_reduced)."""
         out = np.empty((len(seqs), self.spec.dimension), dtype=np.float32)
         if not seqs:
             return out
         runs = self.runs(seqs, cost)
         told = None if each is None else lambda k, vectors: each(runs[k][0], vectors)
-        for texts, vectors in run_batches(self.session, runs, self.reducer, stats, told):
+        for texts, vectors in run_batches(self.session, runs, self.reducer, stats, told, started):
             out[texts] = vectors
         return out
 
@@ -312,11 +314,12 @@ def run_planned(session, seqs: list[np.ndarray], plan: list[list[int]], pad_toke
 
 
 def run_batches(session, runs: list[tuple[list[int], Batch]], reduce, stats: EncodeStats | None = None,
-                each: Each | None = None) -> list[tuple[list[int], np.ndarray]]:
+                each: Each | None = None, started: Started | None = None) -> list[tuple[list[int], np.ndarray]]:
     """Runs (their texts, padded (ids, mask)) run and reduced by `session`: (texts, their rows), in
-    order; `stats` counts time, texts and tokens; `each(k, rows)` hears of run k when it is done."""
+    order; `stats` counts time, texts and tokens; `each(k, rows)` hears of run k when it is done;
+    `started()` as the session tells it."""
     t0 = time.perf_counter()
-    pooled = session.run_reduced([batch for _, batch in runs], reduce, each)
+    pooled = session.run_reduced([batch for _, batch in runs], reduce, each, started)
     if stats is not None:
         stats.inference_s += time.perf_counter() - t0
         stats.batches += len(runs)

@@ -65,12 +65,13 @@ class LocalEncoder:
         log.info("%s", self.encoder.summary())
         self.metrics = EncoderMetrics(spec.id)
         self.batcher = ContinuousBatcher(
-            self._round, round_tokens(s.max_batch_tokens), s.batch_wait_timeout_ms / 1000, self.metrics.record
+            self._round, round_tokens(s.max_batch_tokens), s.batch_wait_timeout_ms / 1000, self.metrics.record,
+            overlap=s.overlap_rounds and getattr(self.encoder.session, "streams", 1) > 1,
         )
 
-    def _round(self, seqs: list[np.ndarray], each=None) -> tuple[np.ndarray, EncodeStats]:
+    def _round(self, seqs: list[np.ndarray], each=None, started=None) -> tuple[np.ndarray, EncodeStats]:
         stats = EncodeStats()
-        return self.encoder.encode_ids(seqs, stats, each=each), stats
+        return self.encoder.encode_ids(seqs, stats, each=each, started=started), stats
 
     def reconfigure(self, config: dict) -> None:
         if "max_batch_size" in config:

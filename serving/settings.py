@@ -107,6 +107,10 @@ class Settings(BaseSettings):
         "at the encoder) to share its round, and (or 5% of the last round's time, if longer) a round waits for the "
         "callers of the round before it to come back; a request nobody follows starts at once."
     )
+    overlap_rounds: bool = Field(
+        True, description="Start a batching round's runs beside the last runs of the round before it, where the "
+        "engine has several streams (no stream idles while a round ends); false: one round at a time."
+    )
     chunk_size: int = Field(64, ge=1, description="Texts per encoder call when a request is split.")
 
     # Prompts per input type, and long texts.

@@ -21,6 +21,7 @@ from models.variants import Variant
 Reduce = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Batch = tuple[np.ndarray, np.ndarray]  # (input_ids, attention_mask), int64, right-padded
 Each = Callable[[int, np.ndarray], None]  # (batch number, its reduced result)
+Started = Callable[[], None]  # every batch of a call under way, and the runtime free to take more
 
 
 class Session(Protocol):
@@ -31,11 +32,14 @@ class Session(Protocol):
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Token states of one batch (an array the caller owns)."""
 
-    def run_reduced(self, batches: list[Batch], reduce: Reduce, each: Each | None = None) -> list[np.ndarray]:
+    def run_reduced(self, batches: list[Batch], reduce: Reduce, each: Each | None = None,
+                    started: Started | None = None) -> list[np.ndarray]:
         """`reduce` applied to each batch's token states while they are still in the runtime's
         buffers (no copy of the states); results in the order of `batches`. A runtime with
         several streams runs batches side by side. `each(k, result)` is told of each batch's
-        result as soon as it is ready (from the runtime's thread), before the rest are run."""
+        result as soon as it is ready (from the runtime's thread), before the rest are run.
+        `started()`, where the runtime can run another call's batches beside this one's last
+        (several streams), is told once it can; a runtime of one stream never tells it."""
 
     def describe(self) -> dict:
         """Backend, version, device, precision, threads: what /v1/models reports."""

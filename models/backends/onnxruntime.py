@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from models.backends import Batch, Each, Reduce, feed
+from models.backends import Batch, Each, Reduce, Started, feed
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,9 @@ class OrtSession:
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], feed(self.input_names, input_ids, attention_mask))[0]
 
-    def run_reduced(self, batches: list[Batch], reduce: Reduce, each: Each | None = None) -> list[np.ndarray]:
-        results = []
+    def run_reduced(self, batches: list[Batch], reduce: Reduce, each: Each | None = None,
+                    started: Started | None = None) -> list[np.ndarray]:
+        results = []  # one batch at a time: never `started` before the end
         for k, (ids, mask) in enumerate(batches):
             results.append(reduce(self.run(ids, mask), mask))
             if each is not None:

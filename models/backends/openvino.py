@@ -14,7 +14,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from models.backends import Batch, Each, Reduce, feed
+from models.backends import Batch, Each, Reduce, Started, feed
 from models.packing import BIAS_INPUT, POSITIONS_INPUT
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
@@ -108,6 +108,33 @@ def packed_model(model: ov.Model, offset: int = 0) -> ov.Model | None:
     return ov.Model(model.get_results(), [*model.get_parameters(), bias_in, positions_in], model.get_friendly_name())
 
 
+class _Job:
+    """One `run_reduced` call's batches on the streams: each result reduced in its request's
+    callback, while the states are still in the request's buffer."""
+
+    def __init__(self, batches: list[Batch], reduce: Reduce, each: Each | None, feeds: list[dict]):
+        self.batches, self.reduce, self.each = batches, reduce, each
+        self.feeds = feeds  # alive until every batch is done (shared with the requests)
+        self.results: list[np.ndarray | None] = [None] * len(batches)
+        self.errors: list[BaseException] = []
+        self.left = len(batches)
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
+
+    def finish(self, request: ov.InferRequest, k: int) -> None:
+        """In the runtime's thread, when batch k is done."""
+        try:
+            self.results[k] = self.reduce(request.get_output_tensor(0).data, self.batches[k][1])
+            if self.each is not None:
+                self.each(k, self.results[k])
+        except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread)
+            self.errors.append(exc)
+        with self._lock:
+            self.left -= 1
+            if self.left == 0:
+                self.finished.set()
+
+
 class OpenVinoSession:
     backend = "openvino"
 
@@ -146,7 +173,10 @@ class OpenVinoSession:
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self._request = self.compiled.create_infer_request()
         self._queue = ov.AsyncInferQueue(self.compiled, self.streams) if self.streams > 1 else None
-        # Infer requests are not thread-safe; a health check may call in beside the batcher.
+        if self._queue is not None:
+            self._queue.set_callback(lambda request, job_k: job_k[0].finish(request, job_k[1]))
+        # Infer requests are not thread-safe; a health check may call in beside the batcher, and
+        # two rounds may start their runs on the streams at once.
         self._lock = threading.Lock()
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -154,40 +184,37 @@ class OpenVinoSession:
             out = self._request.infer(feed(self.input_names, input_ids, attention_mask), share_inputs=True)
             return out[0]  # share_outputs=False (the default): a copy the caller owns
 
-    def run_reduced(self, batches: list[Batch], reduce: Reduce, each: Each | None = None) -> list[np.ndarray]:
+    def run_reduced(self, batches: list[Batch], reduce: Reduce, each: Each | None = None,
+                    started: Started | None = None) -> list[np.ndarray]:
+        if self._queue is not None:
+            return self._run_streams(batches, reduce, each, started)
         with self._lock:
-            if self._queue is None or len(batches) == 1:
-                results = []
-                for k, (ids, mask) in enumerate(batches):
-                    self._request.infer(feed(self.input_names, ids, mask), share_inputs=True)
-                    results.append(reduce(self._request.get_output_tensor(0).data, mask))
-                    if each is not None:
-                        each(k, results[-1])
-                return results
-            return self._run_streams(batches, reduce, each)
-
-    def _run_streams(self, batches: list[Batch], reduce: Reduce, each: Each | None) -> list[np.ndarray]:
-        """Batches side by side on the streams; each result reduced in the request's callback
-        while its states are still in the request's buffer."""
-        results: list[np.ndarray | None] = [None] * len(batches)
-        errors: list[BaseException] = []
-
-        def done(request: ov.InferRequest, k: int) -> None:
-            try:
-                results[k] = reduce(request.get_output_tensor(0).data, batches[k][1])
+            results = []
+            for k, (ids, mask) in enumerate(batches):
+                self._request.infer(feed(self.input_names, ids, mask), share_inputs=True)
+                results.append(reduce(self._request.get_output_tensor(0).data, mask))
                 if each is not None:
-                    each(k, results[k])
-            except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread below)
-                errors.append(exc)
+                    each(k, results[-1])
+            return results
 
-        self._queue.set_callback(done)
-        feeds = [feed(self.input_names, ids, mask) for ids, mask in batches]  # alive until all are done
-        for k, inputs in enumerate(feeds):
-            self._queue.start_async(inputs, k, share_inputs=True)
-        self._queue.wait_all()
-        if errors:
-            raise errors[0]
-        return results  # type: ignore[return-value]
+    def _run_streams(self, batches: list[Batch], reduce: Reduce, each: Each | None,
+                     started: Started | None) -> list[np.ndarray]:
+        """Batches side by side on the streams. Once all are under way and a stream is free,
+        `started()` is told: the caller's next batches may start beside this call's last ones
+        (two rounds of a continuous batcher overlap, and no stream idles between them)."""
+        if not batches:
+            return []
+        job = _Job(batches, reduce, each, [feed(self.input_names, ids, mask) for ids, mask in batches])
+        with self._lock:
+            for k, inputs in enumerate(job.feeds):
+                self._queue.start_async(inputs, (job, k), share_inputs=True)  # waits for a free stream
+        if started is not None:
+            self._queue.get_idle_request_id()  # waits for a stream to be free
+            started()
+        job.finished.wait()
+        if job.errors:
+            raise job.errors[0]
+        return job.results  # type: ignore[return-value]
 
     def describe(self) -> dict:
         return {
