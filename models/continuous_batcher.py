@@ -10,8 +10,9 @@ When does a round wait? Only when company is on its way:
   admitted upstream that have not reached the encoder yet) waits for them, at most `max_wait_s`;
 - after a round of several calls (one round at a time), the next one waits for that round's
   callers to come back (a closed loop of k clients sends k requests again), at most `max_wait_s`
-  or 5% of the last round's time, whichever is longer. Without it, 4 clients of 32 rerank pairs each rode rounds
-  of 1, 3, 1, 3 calls; with it, 4, 4, 4 (loadtest/FINDINGS.md, "Rounds that wait for their callers").
+  or 5% of the last round's time, whichever is longer. Without it, 4 clients of 32 rerank pairs
+  each rode rounds of 1, 3, 1, 3 calls; with it, 4, 4, 4 (loadtest/FINDINGS.md, "Rounds that wait
+  for their callers").
 A call nobody follows, and the first call after a pause, start at once.
 
 Rounds overlap where the engine has several streams (`overlap=True`): the next round is gathered
@@ -216,11 +217,11 @@ class ContinuousBatcher:
     async def _start(self, loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
         """Run a round of `calls`; return when it has ended, or (overlapping) when the engine
         can start the next one beside it."""
-        ready = loop.create_future()
-        task = loop.create_task(self._run(loop, calls, ready if self.overlap else None))
+        ready = loop.create_future() if self.overlap else None
+        task = loop.create_task(self._run(loop, calls, ready))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
-        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([task] if ready is None else [task, ready], return_when=asyncio.FIRST_COMPLETED)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, calls: list[_Call], ready: asyncio.Future | None) -> None:
         flat = [s for c in calls for s in c.seqs]
