@@ -194,7 +194,7 @@ class ContinuousBatcher:
                 await self._start(loop, calls)
                 ended = loop.time()
                 # Overlapping, a free stream would idle while the next round waits for callers:
-                # it takes whoever is back (measured: waiting cost single texts 5%).
+                # it takes whoever is back (measured in-process: waiting cost single texts 5%).
                 returning = len(calls) + len(self.queue) if len(calls) > 1 and not self.overlap else 0
                 patience = RETURN_PATIENCE * (ended - started)
 
